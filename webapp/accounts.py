@@ -1,0 +1,78 @@
+"""Teams and users: creating them, checking passwords, throttling failed logins."""
+
+from sqlalchemy import func, select
+
+from webapp.extensions import db
+from webapp.models import Role, Team, User, utcnow
+from webapp.queue import redis_connection
+
+
+class AccountError(ValueError):
+    """A user or team could not be created; the message says why."""
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def get_or_create_team(name: str) -> Team:
+    team = db.session.scalar(select(Team).where(func.lower(Team.name) == name.strip().lower()))
+    if team is None:
+        team = Team(name=name.strip())
+        db.session.add(team)
+        db.session.flush()
+    return team
+
+
+def create_user(team: Team, email: str, password: str, role: Role | str = Role.EDITOR, name: str = "") -> User:
+    """Add a user to a team; raises AccountError for a taken email or a weak password."""
+    email = normalize_email(email)
+    if "@" not in email or len(email) > 254:
+        raise AccountError("Enter a valid email address.")
+    if len(password) < 10:
+        raise AccountError("The password must be at least 10 characters.")
+    if db.session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise AccountError(f"{email} already has an account.")
+    user = User(team_id=team.id, email=email, name=name.strip(), role=Role(role).value)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+class LoginThrottle:
+    """Counts failed logins per email in Redis and locks the email out for a while after too many.
+
+    Counted per email (not per user row) so probing unknown addresses is throttled the same way.
+    """
+
+    def __init__(self, max_failures: int, lock_seconds: int):
+        self.max_failures = max_failures
+        self.lock_seconds = lock_seconds
+
+    @staticmethod
+    def _key(email: str) -> str:
+        return f"login-failures:{normalize_email(email)}"
+
+    def is_locked(self, email: str) -> bool:
+        count = redis_connection().get(self._key(email))
+        return count is not None and int(count) >= self.max_failures
+
+    def record_failure(self, email: str) -> None:
+        key = self._key(email)
+        pipe = redis_connection().pipeline()
+        pipe.incr(key)
+        pipe.expire(key, self.lock_seconds)
+        pipe.execute()
+
+    def reset(self, email: str) -> None:
+        redis_connection().delete(self._key(email))
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The active user with this email and password, or None."""
+    user = db.session.scalar(select(User).where(User.email == normalize_email(email)))
+    if user is None or user.disabled or not user.check_password(password):
+        return None
+    user.last_login_at = utcnow()
+    return user

