@@ -22,7 +22,7 @@ from sqlalchemy import select
 from webapp.accounts import AccountError, create_user, get_or_create_team
 from webapp.extensions import db
 from webapp.models import Role, User
-from webapp.queue import QUEUE_NAMES, embedded_redis_url, redis_connection
+from webapp.queue import QUEUE_NAMES, embedded_redis_url, redis_connection, stop_embedded_redis
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_TEAM = "Demo team"
@@ -181,6 +181,7 @@ def dev_command(host: str, port: int, sandbox_port: int):
             time.sleep(0.3)
     finally:
         _stop_all(processes.values())
+        stop_embedded_redis()
     click.echo("Stopped.")
 
 

@@ -29,6 +29,13 @@ def embedded_redis_url(db_path: str) -> str:
     return f"unix://{server.socket_file}"
 
 
+def stop_embedded_redis() -> None:
+    """Shut down the embedded servers this process started (the dev command's clean exit)."""
+    while _embedded_servers:
+        _, server = _embedded_servers.popitem()
+        server._cleanup()
+
+
 def init_app(app: Flask) -> None:
     app.extensions["redis"] = None
 

@@ -1,0 +1,140 @@
+"""Team scoping and roles, proven over the whole URL map.
+
+Walks every route of the app, so a new route is covered the day it is added: a route taking an id must
+answer 404 to a user of another team, a viewer can change nothing, and nothing is open to anonymous
+visitors except the few public endpoints listed here.
+"""
+
+import itertools
+import tempfile
+
+import pytest
+
+from tests.factories import make_team, make_user
+from webapp import create_app
+from webapp.extensions import db
+from webapp.models import Role
+
+# Reached without a session: login, health, static files, and the provider's webhooks (which
+# authenticate with the team's unguessable token instead).
+PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "static", "callbacks.status", "callbacks.inbound"}
+CHANGE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _id_factories():
+    """One maker per URL argument: each makes a row of the given team and returns its id."""
+    from webapp import models
+
+    names = itertools.count(1)
+
+    def contact_list(team):
+        row = models.ContactList(team_id=team.id, name=f"List {next(names)}")
+        db.session.add(row)
+        db.session.flush()
+        return row
+
+    def contact(team):
+        row = models.Contact(team_id=team.id, list_id=contact_list(team).id, phone="+14155550100")
+        db.session.add(row)
+        return row
+
+    def contact_import(team):
+        row = models.ContactImport(team_id=team.id, filename="x.csv", stored_name="missing.csv")
+        db.session.add(row)
+        return row
+
+    def suppression(team):
+        row = models.Suppression(team_id=team.id, phone="+14155550199", source="manual")
+        db.session.add(row)
+        return row
+
+    def sender(team):
+        row = models.SenderNumber(team_id=team.id, number="+14155550111")
+        db.session.add(row)
+        return row
+
+    def user(team):
+        return make_user(team, Role.EDITOR)
+
+    return {
+        "user_id": user,
+        "list_id": contact_list,
+        "contact_id": contact,
+        "import_id": contact_import,
+        "suppression_id": suppression,
+        "sender_id": sender,
+    }
+
+
+def _rules():
+    app = create_app({"INSTANCE_PATH": tempfile.mkdtemp(), "SECRET_KEY": "x" * 40, "TESTING": True})
+    return sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule)
+
+
+ALL_RULES = [rule for rule in _rules() if rule.endpoint not in PUBLIC_ENDPOINTS]
+ID_RULES = [rule for rule in ALL_RULES if rule.arguments]
+CHANGE_RULES = [rule for rule in ALL_RULES if rule.methods & CHANGE_METHODS and rule.endpoint != "auth.logout"]
+
+
+def _ids_of(team) -> dict[str, int]:
+    ids = {}
+    for name, make in _id_factories().items():
+        row = make(team)
+        db.session.flush()
+        ids[name] = row.id
+    db.session.commit()
+    return ids
+
+
+def _url(rule, ids) -> str:
+    missing = set(rule.arguments) - set(ids)
+    assert not missing, f"{rule.rule}: add a factory for {missing} to tests/test_access.py"
+    return rule.build(ids, append_unknown=False)[1]
+
+
+@pytest.fixture
+def teams(app):
+    """Team A with one of everything; signed-in users are made per test."""
+    with app.app_context():
+        team_a = make_team("Team A")
+        team_b = make_team("Team B")
+        ids = _ids_of(team_a)
+        make_user(team_a, Role.VIEWER, "viewer-a@example.com")
+        make_user(team_b, Role.OWNER, "owner-b@example.com")
+    return ids
+
+
+def test_the_walk_covers_id_routes():
+    """The walk found id routes to check (a broken walk would prove nothing)."""
+    assert any("user_id" in rule.arguments for rule in ID_RULES)
+
+
+@pytest.mark.parametrize("rule", ID_RULES, ids=lambda rule: f"{rule.endpoint}")
+def test_other_team_gets_404(client, auth, teams, rule):
+    """An owner of team B asking for team A's rows by id gets 404, for every method."""
+    auth.login("owner-b@example.com")
+    url = _url(rule, teams)
+    for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+        response = client.open(url, method=method)
+        assert response.status_code == 404, f"{method} {url} answered {response.status_code}"
+
+
+@pytest.mark.parametrize("rule", CHANGE_RULES, ids=lambda rule: f"{rule.endpoint}")
+def test_viewer_cannot_change_anything(client, auth, teams, rule):
+    """A viewer is refused every state-changing request, on their own team's rows too."""
+    auth.login("viewer-a@example.com")
+    url = _url(rule, teams)
+    for method in sorted(rule.methods & CHANGE_METHODS):
+        response = client.open(url, method=method)
+        assert response.status_code == 403, f"{method} {url} answered {response.status_code}"
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda rule: f"{rule.endpoint}")
+def test_anonymous_is_sent_to_login(client, teams, rule):
+    """Every non-public route needs a session."""
+    url = _url(rule, teams)
+    for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+        response = client.open(url, method=method)
+        assert response.status_code in (302, 401), f"{method} {url} answered {response.status_code}"
+        if response.status_code == 302:
+            assert "/login" in response.headers["Location"]

@@ -1,0 +1,36 @@
+"""The schema comes from the migrations: they build exactly what the models declare, and undo it."""
+
+import os
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import inspect
+
+from tests.conftest import _fresh_postgres_database
+from webapp import create_app
+from webapp.extensions import db
+
+
+def _fresh_database_url(tmp_path):
+    server = os.environ.get("TEST_DATABASE_URL")
+    if server:
+        return _fresh_postgres_database(server)
+    return f"sqlite:///{tmp_path / 'migrated.sqlite3'}", lambda: None
+
+
+def test_migrations_match_the_models(app_config, tmp_path):
+    """`db upgrade` on an empty database gives the models' schema, and `db downgrade base` empties it."""
+    url, drop = _fresh_database_url(tmp_path)
+    try:
+        app = create_app(dict(app_config, SQLALCHEMY_DATABASE_URI=url))
+        with app.app_context():
+            upgrade()
+            with db.engine.connect() as connection:
+                differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
+            assert differences == [], "the models changed without a migration: run `campaigns db migrate`"
+            downgrade(revision="base")
+            assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+            db.engine.dispose()
+    finally:
+        drop()
