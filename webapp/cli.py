@@ -37,7 +37,7 @@ def main() -> None:
 
 def register(app) -> None:
     """Attach our commands to app.cli, so `campaigns`, `flask` and the test runner all see them."""
-    for command in (dev_command, worker_command, sandbox_command, users_group):
+    for command in (dev_command, serve_command, worker_command, sandbox_command, users_group):
         app.cli.add_command(command)
 
 
@@ -78,6 +78,21 @@ def worker_command(queues: tuple[str, ...], processes: int, burst: bool):
         WorkerPool(list(queues), connection=connection, num_workers=processes).start(burst=burst)
     else:
         Worker(list(queues), connection=connection).work(burst=burst, with_scheduler=True)
+
+
+@click.command("serve")
+@click.option("--bind", default=lambda: os.environ.get("BIND", "0.0.0.0:8000"), show_default="0.0.0.0:8000")
+@click.option("--workers", default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")), show_default="2")
+@with_appcontext
+def serve_command(bind: str, workers: int):
+    """Production web entrypoint: apply migrations, then replace this process with gunicorn."""
+    from flask_migrate import upgrade
+
+    upgrade()
+    db.engine.dispose()  # don't hand open connections to gunicorn's forked workers
+    argv = ["gunicorn", "--bind", bind, "--workers", str(workers), "--worker-class", "gthread",
+            "--threads", "4", "--access-logfile", "-", "webapp:create_app()"]
+    os.execvp(argv[0], argv)
 
 
 @click.command("sandbox")

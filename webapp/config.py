@@ -54,6 +54,8 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SECRET_KEY": _env("SECRET_KEY"),
         "IMPORT_MAX_BYTES": int(_env("IMPORT_MAX_BYTES", str(100 * 1024 * 1024))),
         "UPLOAD_FOLDER": _env("UPLOAD_FOLDER", str(instance / "uploads")),
+        # How many reverse proxies (TLS terminators) sit in front of the app; 0 trusts no X-Forwarded-*.
+        "PROXY_COUNT": int(_env("PROXY_COUNT", "0")),
         "LOGIN_MAX_FAILURES": int(_env("LOGIN_MAX_FAILURES", "5")),
         "LOGIN_LOCK_SECONDS": int(_env("LOGIN_LOCK_SECONDS", "900")),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
