@@ -203,3 +203,14 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+@pytest.fixture
+def sandbox(app):
+    """The built-in MultiTEL sandbox over real HTTP on 127.0.0.1, set as this app's provider."""
+    from webapp.sandbox import SandboxConfig, SandboxServer
+
+    server = SandboxServer(SandboxConfig(callback_delay=0.05, seed=7)).start()
+    app.config["MULTITEL_API_URL"] = server.url
+    yield server
+    server.stop()

@@ -30,6 +30,12 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.config.update(load_config(app.instance_path, config))
 
+    if app.config["PROXY_COUNT"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        count = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+
     from webapp.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
@@ -37,11 +43,11 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from webapp import access, auth, dashboard, health, queue, users
+    from webapp import access, auth, callbacks, contacts, dashboard, health, imports, optouts, queue, settings, users
 
     queue.init_app(app)
     app.before_request(access.refuse_viewer_changes)
-    for module in (auth, dashboard, health, users):
+    for module in (auth, callbacks, contacts, dashboard, health, imports, optouts, settings, users):
         app.register_blueprint(module.bp)
 
     from webapp import cli
@@ -56,8 +62,8 @@ def create_app(config: dict | None = None) -> Flask:
 NAVIGATION = [
     ("dashboard.index", "Dashboard", "all"),
     ("contacts.lists", "Lists", "all"),
-    ("imports.new", "Import", "editor"),
-    ("contacts.suppressions", "Opt-outs", "all"),
+    ("imports.index", "Imports", "all"),
+    ("optouts.index", "Opt-outs", "all"),
     ("settings.index", "Settings", "admin"),
     ("users.index", "Users", "admin"),
 ]

@@ -1,9 +1,9 @@
 """Flask-WTF forms shared by the views; each carries the CSRF token."""
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, DecimalField, EmailField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, Length
+from wtforms.validators import DataRequired, Email, Length, NumberRange
 
 from webapp.models import Role
 
@@ -26,3 +26,18 @@ class UserForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
     password = PasswordField("Initial password", validators=[DataRequired(), Length(min=10, max=200)])
     role = SelectField("Role", choices=ROLE_CHOICES, default=Role.EDITOR.value)
+
+
+class ProviderSettingsForm(FlaskForm):
+    api_username = StringField("API username", validators=[Length(max=120)])
+    # Write-only: the page never shows the stored password; leaving it empty keeps it.
+    api_password = PasswordField("API password", validators=[Length(max=200)])
+    price_per_part = DecimalField("Price per message part", places=5,
+                                  validators=[DataRequired(), NumberRange(min=0, max=100)])
+    currency = StringField("Currency", validators=[DataRequired(), Length(min=3, max=3)])
+    default_country = SelectField("Default country for numbers without +", validators=[DataRequired()])
+
+
+class SenderNumberForm(FlaskForm):
+    number = StringField("Sender number", validators=[DataRequired(), Length(max=40)])
+    label = StringField("Label", validators=[Length(max=80)])

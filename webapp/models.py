@@ -145,6 +145,10 @@ class Contact(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("team.id"))
     list_id: Mapped[int] = mapped_column(ForeignKey("contact_list.id", ondelete="CASCADE"))
+    # The import that added it: lets a re-run or an undo remove exactly that import's rows.
+    import_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contact_import.id", ondelete="SET NULL"), index=True
+    )
     phone: Mapped[str] = mapped_column(String(20))
     region: Mapped[str | None] = mapped_column(String(2))
     number_type: Mapped[str] = mapped_column(String(32), default="unknown")
@@ -208,6 +212,7 @@ class ContactImport(db.Model):
     size_bytes: Mapped[int] = mapped_column(default=0)
     encoding: Mapped[str] = mapped_column(String(40), default="")
     encoding_label: Mapped[str] = mapped_column(String(80), default="")
+    encoding_detected: Mapped[bool] = mapped_column(default=False)  # guessed: the preview asks to check it
     delimiter: Mapped[str] = mapped_column(String(1), default=",")
     headers: Mapped[list] = mapped_column(JSON, default=list)
     phone_column: Mapped[int | None]

@@ -1,8 +1,8 @@
-"""teams, users, contacts, imports, callbacks
+"""initial schema
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 14:22:20.411516
+Create Date: 2026-11-24 14:31:40.609997
 
 """
 from alembic import op
@@ -123,24 +123,6 @@ def upgrade():
     with op.batch_alter_table('user', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_user_team_id'), ['team_id'], unique=False)
 
-    op.create_table('contact',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('team_id', sa.Integer(), nullable=False),
-    sa.Column('list_id', sa.Integer(), nullable=False),
-    sa.Column('phone', sa.String(length=20), nullable=False),
-    sa.Column('region', sa.String(length=2), nullable=True),
-    sa.Column('number_type', sa.String(length=32), nullable=False),
-    sa.Column('attributes', sa.JSON(), nullable=False),
-    sa.Column('source_line', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['list_id'], ['contact_list.id'], name=op.f('fk_contact_list_id_contact_list'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['team_id'], ['team.id'], name=op.f('fk_contact_team_id_team')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_contact')),
-    sa.UniqueConstraint('list_id', 'phone', name='uq_contact_list_phone')
-    )
-    with op.batch_alter_table('contact', schema=None) as batch_op:
-        batch_op.create_index('ix_contact_team_phone', ['team_id', 'phone'], unique=False)
-
     op.create_table('contact_import',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('team_id', sa.Integer(), nullable=False),
@@ -151,6 +133,7 @@ def upgrade():
     sa.Column('size_bytes', sa.Integer(), nullable=False),
     sa.Column('encoding', sa.String(length=40), nullable=False),
     sa.Column('encoding_label', sa.String(length=80), nullable=False),
+    sa.Column('encoding_detected', sa.Boolean(), nullable=False),
     sa.Column('delimiter', sa.String(length=1), nullable=False),
     sa.Column('headers', sa.JSON(), nullable=False),
     sa.Column('phone_column', sa.Integer(), nullable=True),
@@ -177,6 +160,27 @@ def upgrade():
     with op.batch_alter_table('contact_import', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_contact_import_team_id'), ['team_id'], unique=False)
 
+    op.create_table('contact',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('team_id', sa.Integer(), nullable=False),
+    sa.Column('list_id', sa.Integer(), nullable=False),
+    sa.Column('import_id', sa.Integer(), nullable=True),
+    sa.Column('phone', sa.String(length=20), nullable=False),
+    sa.Column('region', sa.String(length=2), nullable=True),
+    sa.Column('number_type', sa.String(length=32), nullable=False),
+    sa.Column('attributes', sa.JSON(), nullable=False),
+    sa.Column('source_line', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['import_id'], ['contact_import.id'], name=op.f('fk_contact_import_id_contact_import'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['list_id'], ['contact_list.id'], name=op.f('fk_contact_list_id_contact_list'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['team_id'], ['team.id'], name=op.f('fk_contact_team_id_team')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_contact')),
+    sa.UniqueConstraint('list_id', 'phone', name='uq_contact_list_phone')
+    )
+    with op.batch_alter_table('contact', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_contact_import_id'), ['import_id'], unique=False)
+        batch_op.create_index('ix_contact_team_phone', ['team_id', 'phone'], unique=False)
+
     op.create_table('import_issue',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('import_id', sa.Integer(), nullable=False),
@@ -200,14 +204,15 @@ def downgrade():
         batch_op.drop_index('ix_import_issue_import_line')
 
     op.drop_table('import_issue')
+    with op.batch_alter_table('contact', schema=None) as batch_op:
+        batch_op.drop_index('ix_contact_team_phone')
+        batch_op.drop_index(batch_op.f('ix_contact_import_id'))
+
+    op.drop_table('contact')
     with op.batch_alter_table('contact_import', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_contact_import_team_id'))
 
     op.drop_table('contact_import')
-    with op.batch_alter_table('contact', schema=None) as batch_op:
-        batch_op.drop_index('ix_contact_team_phone')
-
-    op.drop_table('contact')
     with op.batch_alter_table('user', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_user_team_id'))
 

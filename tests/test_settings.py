@@ -1,0 +1,115 @@
+"""Team settings: provider credentials encrypted at rest, sender numbers, the connection test."""
+
+import re
+
+from sqlalchemy import text
+
+from tests.factories import make_team, make_user
+from webapp.extensions import db
+from webapp.models import Role, SenderNumber, Team
+
+SECRET = "sandbox"
+
+
+def _admin(app, auth, country="US"):
+    with app.app_context():
+        team = make_team("Acme")
+        team.default_country = country
+        db.session.commit()
+        make_user(team, Role.ADMIN, "admin@example.com")
+        team_id = team.id
+    auth.login("admin@example.com")
+    return team_id
+
+
+def _save(client, password=SECRET, username="sandbox", **extra):
+    data = {"api_username": username, "api_password": password, "price_per_part": "0.02", "currency": "eur",
+            "default_country": "US"}
+    data.update(extra)
+    return client.post("/settings/", data=data)
+
+
+def test_password_is_encrypted_at_rest(app, client, auth):
+    """The raw column holds a Fernet token, never the password; the app can still read it back."""
+    team_id = _admin(app, auth)
+    assert _save(client, password="p@ss-w0rd-unique-123").status_code == 302
+    with app.app_context():
+        raw = db.session.execute(text("SELECT api_password_encrypted FROM team WHERE id = :id"),
+                                 {"id": team_id}).scalar_one()
+        assert "p@ss-w0rd-unique-123" not in raw
+        assert raw.startswith("gAAAAA")  # Fernet
+        from webapp.settings import team_credentials
+
+        assert team_credentials(db.session.get(Team, team_id)).password == "p@ss-w0rd-unique-123"
+
+
+def test_password_is_write_only(app, client, auth):
+    """The settings page never shows the stored password, and an empty field keeps it."""
+    team_id = _admin(app, auth)
+    _save(client, password="p@ss-w0rd-unique-123")
+    page = client.get("/settings/").get_data(as_text=True)
+    assert "p@ss-w0rd-unique-123" not in page
+    assert "A password is stored" in page
+    _save(client, password="")
+    with app.app_context():
+        from webapp.settings import team_credentials
+
+        assert team_credentials(db.session.get(Team, team_id)).password == "p@ss-w0rd-unique-123"
+
+
+def test_prices_and_currency_are_saved(app, client, auth):
+    """Price per part and currency are stored as entered (currency upper-cased)."""
+    team_id = _admin(app, auth)
+    _save(client)
+    with app.app_context():
+        team = db.session.get(Team, team_id)
+        assert str(team.price_per_part).startswith("0.02") and team.currency == "EUR"
+
+
+def test_sender_numbers_are_validated_and_stored_in_e164(app, client, auth):
+    """A national number is stored in E.164; an invalid one is refused with the reason on the form."""
+    team_id = _admin(app, auth)
+    assert client.post("/settings/senders", data={"number": "(415) 555-2671", "label": "Main"}).status_code == 302
+    refused = client.post("/settings/senders", data={"number": "555-1234"})
+    assert refused.status_code == 400 and "Not a valid number" in refused.get_data(as_text=True)
+    again = client.post("/settings/senders", data={"number": "+1 415 555 2671"})
+    assert "already a sender number" in again.get_data(as_text=True)
+    with app.app_context():
+        numbers = db.session.scalars(db.select(SenderNumber.number).where(SenderNumber.team_id == team_id)).all()
+        assert numbers == ["+14155552671"]
+
+
+def test_connection_test_against_the_sandbox(app, client, auth, sandbox):
+    """'Test connection' says the sandbox accepted the credentials, or plainly that they were refused."""
+    _admin(app, auth)
+    _save(client)
+    ok = client.post("/settings/test-connection").get_data(as_text=True)
+    assert "Connected" in ok and "credentials accepted" in ok
+    _save(client, password="wrong-password")
+    refused = client.post("/settings/test-connection").get_data(as_text=True)
+    assert "username or password was refused" in refused
+    assert "wrong-password" not in refused
+
+
+def test_connection_test_without_credentials(app, client, auth):
+    """Without saved credentials the button says what to do."""
+    _admin(app, auth)
+    assert "Enter the API username and password first" in client.post("/settings/test-connection").get_data(as_text=True)
+
+
+def test_connection_test_unreachable(app, client, auth):
+    """An unreachable API URL is named in the message."""
+    _admin(app, auth)
+    _save(client)
+    app.config["MULTITEL_API_URL"] = "http://127.0.0.1:9"
+    message = client.post("/settings/test-connection").get_data(as_text=True)
+    assert re.search(r"cannot reach http://127\.0\.0\.1:9", message)
+
+
+def test_sandbox_banner_shows_when_on_the_sandbox(app, client, auth, sandbox):
+    """Every page says clearly when the team is on the sandbox."""
+    _admin(app, auth)
+    app.config["SANDBOX_URL"] = sandbox.url
+    assert "Sandbox mode" in client.get("/").get_data(as_text=True)
+    app.config["MULTITEL_API_URL"] = "https://api.multitel.net"
+    assert "Sandbox mode" not in client.get("/").get_data(as_text=True)

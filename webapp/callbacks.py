@@ -1,0 +1,79 @@
+"""Webhooks the provider calls: delivery status (notify URL) and inbound messages (opt-outs).
+
+The provider doesn't sign callbacks, so each URL carries the team's id and its unguessable token,
+compared in constant time. Every body is stored raw before anything else is done with it, and the
+answer is 200 even for a message we don't know yet: a 404 can make a provider stop retrying.
+"""
+
+import hmac
+
+from flask import Blueprint, abort, current_app, request, url_for
+
+from webapp.extensions import csrf, db
+from webapp.models import ProviderCallback, Team
+from webapp.status_callbacks import parse_callback
+
+bp = Blueprint("callbacks", __name__, url_prefix="/callbacks")
+csrf.exempt(bp)
+
+MAX_CALLBACK_BYTES = 64 * 1024
+
+
+def notify_url(team: Team) -> str:
+    """The notify URL sent with every message of this team."""
+    path = url_for("callbacks.status", team_id=team.id, token=team.callback_token)
+    return current_app.config["PUBLIC_BASE_URL"] + path
+
+
+def team_for(team_id: int, token: str) -> Team:
+    team = db.session.get(Team, team_id)
+    if team is None or not hmac.compare_digest(team.callback_token.encode(), token.encode()):
+        abort(404)
+    return team
+
+
+def raw_body() -> bytes:
+    if (request.content_length or 0) > MAX_CALLBACK_BYTES:
+        abort(413)
+    return request.get_data(cache=True)[:MAX_CALLBACK_BYTES]
+
+
+@bp.route("/multitel/<int:team_id>/<token>", methods=["GET", "POST"])
+def status(team_id: int, token: str):
+    """Store a status callback as it arrived, with what the tolerant parser read from it."""
+    team = team_for(team_id, token)
+    body = raw_body()
+    query = request.query_string.decode("utf-8", "replace")
+    parsed = parse_callback(body, request.content_type, query)
+    db.session.add(
+        ProviderCallback(
+            team_id=team.id,
+            content_type=(request.content_type or "")[:200],
+            query_string=query,
+            body=body.decode("utf-8", "replace"),
+            unique_id=parsed.unique_id,
+            reference=parsed.reference,
+            state=parsed.state.value,
+            raw_status=parsed.raw_status,
+            cause_code=parsed.cause_code,
+        )
+    )
+    db.session.commit()
+    return "OK", 200, {"Content-Type": "text/plain"}
+
+
+def inbound_url(team: Team) -> str:
+    """Where the provider should post the team's inbound messages (set up once at MultiTEL)."""
+    path = url_for("callbacks.inbound", team_id=team.id, token=team.callback_token)
+    return current_app.config["PUBLIC_BASE_URL"] + path
+
+
+@bp.route("/inbound/<int:team_id>/<token>", methods=["GET", "POST"])
+def inbound(team_id: int, token: str):
+    """An inbound SMS: stored raw; STOP and its synonyms add the sender to the opt-outs."""
+    from webapp.optouts import record_inbound
+
+    team = team_for(team_id, token)
+    record_inbound(team, raw_body(), request.content_type, request.query_string.decode("utf-8", "replace"))
+    db.session.commit()
+    return "OK", 200, {"Content-Type": "text/plain"}

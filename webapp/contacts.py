@@ -1,0 +1,149 @@
+"""Contact lists: browse, search, export, delete."""
+
+import csv
+import io
+from datetime import datetime
+
+from flask import (Blueprint, Response, flash, redirect, render_template, request, stream_with_context,
+                   url_for)
+from flask_login import current_user, login_required
+from sqlalchemy import String, cast, func, or_, select
+from werkzeug.utils import secure_filename
+
+from webapp.access import team_get_or_404, team_select
+from webapp.csvfiles import neutralize_cell
+from webapp.extensions import db
+from webapp.models import Contact, ContactList, Suppression
+
+bp = Blueprint("contacts", __name__)
+
+PAGE_SIZE = 50
+
+
+def _suppressed_phones(team_id: int, phones: list[str]) -> set[str]:
+    if not phones:
+        return set()
+    return set(db.session.scalars(
+        select(Suppression.phone).where(Suppression.team_id == team_id, Suppression.phone.in_(phones))
+    ))
+
+
+@bp.get("/lists")
+@login_required
+def lists():
+    """Every list of the team with its number of contacts and of opted-out numbers."""
+    contact_count = func.count(Contact.id)
+    suppressed = (
+        select(func.count(Contact.id)).join(Suppression, (Suppression.team_id == Contact.team_id)
+                                            & (Suppression.phone == Contact.phone))
+        .where(Contact.list_id == ContactList.id).scalar_subquery()
+    )
+    rows = db.session.execute(
+        team_select(ContactList).add_columns(contact_count, suppressed)
+        .outerjoin(Contact, Contact.list_id == ContactList.id).group_by(ContactList.id).order_by(ContactList.name)
+    ).all()
+    return render_template("contacts/lists.html", rows=rows)
+
+
+@bp.post("/lists")
+@login_required
+def create_list():
+    """Create an empty list."""
+    name = request.form.get("name", "").strip()[:200]
+    if not name:
+        flash("Give the list a name.", "error")
+    elif db.session.scalar(team_select(ContactList).where(ContactList.name == name)):
+        flash(f"A list named {name!r} already exists.", "error")
+    else:
+        db.session.add(ContactList(team_id=current_user.team_id, name=name))
+        db.session.commit()
+        flash(f"List {name!r} created.", "success")
+    return redirect(url_for("contacts.lists"))
+
+
+@bp.get("/lists/<int:list_id>")
+@login_required
+def show(list_id: int):
+    """One list's contacts, searchable by number or field value, 50 to a page."""
+    contact_list = team_get_or_404(ContactList, list_id)
+    query = request.args.get("q", "").strip()
+    page = max(1, request.args.get("page", 1, type=int))
+    statement = select(Contact).where(Contact.list_id == contact_list.id, Contact.team_id == contact_list.team_id)
+    if query:
+        pattern = f"%{query}%"
+        statement = statement.where(or_(Contact.phone.ilike(pattern), cast(Contact.attributes, String).ilike(pattern)))
+    total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
+    contacts = db.session.scalars(
+        statement.order_by(Contact.id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+    ).all()
+    suppressed = _suppressed_phones(contact_list.team_id, [c.phone for c in contacts])
+    pages = max(1, -(-total // PAGE_SIZE))
+    context = dict(contact_list=contact_list, contacts=contacts, suppressed=suppressed, query=query, page=page,
+                   pages=pages, total=total, field_names=_field_names(contacts))
+    if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "contacts-table":
+        return render_template("contacts/_table.html", **context)
+    return render_template("contacts/show.html", **context)
+
+
+def _field_names(contacts: list[Contact]) -> list[str]:
+    names: dict[str, None] = {}
+    for contact in contacts:
+        names.update(dict.fromkeys(contact.attributes or {}))
+    return list(names)
+
+
+@bp.post("/lists/<int:list_id>/delete")
+@login_required
+def delete_list(list_id: int):
+    """Delete a list and its contacts (opt-outs are kept: they belong to the team)."""
+    contact_list = team_get_or_404(ContactList, list_id)
+    db.session.execute(db.delete(Contact).where(Contact.list_id == contact_list.id))
+    db.session.delete(contact_list)
+    db.session.commit()
+    flash(f"List {contact_list.name!r} deleted.", "success")
+    return redirect(url_for("contacts.lists"))
+
+
+@bp.post("/contacts/<int:contact_id>/delete")
+@login_required
+def delete_contact(contact_id: int):
+    """Remove one contact from its list."""
+    contact = team_get_or_404(Contact, contact_id)
+    db.session.delete(contact)
+    db.session.commit()
+    flash(f"{contact.phone} removed from the list.", "success")
+    return redirect(request.form.get("next") or url_for("contacts.show", list_id=contact.list_id))
+
+
+@bp.get("/lists/<int:list_id>/export.csv")
+@login_required
+def export(list_id: int):
+    """The list as CSV: number, region, type, opted out, then every field. Cells are neutralised
+    against spreadsheet formula injection (an E.164 number is written as '+1415…, see csvfiles)."""
+    contact_list = team_get_or_404(ContactList, list_id)
+    field_names: dict[str, None] = {}
+    for attributes in db.session.scalars(select(Contact.attributes).where(Contact.list_id == contact_list.id)
+                                         .execution_options(yield_per=5000)):
+        field_names.update(dict.fromkeys(attributes or {}))
+    suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == contact_list.team_id)))
+    contacts = db.session.scalars(select(Contact).where(Contact.list_id == contact_list.id).order_by(Contact.id)
+                                  .execution_options(yield_per=5000))
+
+    def rows():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["phone", "region", "number_type", "opted_out", *field_names])
+        for contact in contacts:
+            attributes = contact.attributes or {}
+            writer.writerow([neutralize_cell(contact.phone), contact.region or "", contact.number_type,
+                             "yes" if contact.phone in suppressed else "no",
+                             *(neutralize_cell(str(attributes.get(name, ""))) for name in field_names)])
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    name = secure_filename(f"{contact_list.name}-{datetime.now():%Y%m%d}.csv") or "contacts.csv"
+    return Response(stream_with_context(rows()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

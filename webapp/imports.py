@@ -1,0 +1,208 @@
+"""Importing contacts: upload, confirm the mapping, watch the progress, download the rejects."""
+
+import csv
+import io
+import json
+from datetime import datetime
+
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
+                   stream_with_context, url_for)
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from webapp import importer
+from webapp.access import team_get_or_404, team_select
+from webapp.csvfiles import DELIMITERS, field_names, neutralize_cell
+from webapp.extensions import db
+from webapp.models import ContactImport, ContactList, ImportIssue, ImportStatus, utcnow
+from webapp.settings import COUNTRY_CHOICES
+
+bp = Blueprint("imports", __name__, url_prefix="/imports")
+
+DELIMITER_NAMES = {",": "Comma", ";": "Semicolon", "\t": "Tab", "|": "Pipe"}
+
+
+@bp.get("/")
+@login_required
+def index():
+    """The team's imports, newest first."""
+    imports = db.session.scalars(team_select(ContactImport).order_by(ContactImport.id.desc()).limit(100)).all()
+    return render_template("imports/index.html", imports=imports)
+
+
+@bp.get("/new")
+@login_required
+def new():
+    """The upload form."""
+    return render_template("imports/new.html", max_mb=_max_mb())
+
+
+def _max_mb() -> int:
+    return current_app.config["IMPORT_MAX_BYTES"] // (1024 * 1024)
+
+
+@bp.post("/")
+@login_required
+def upload():
+    """Store the file and go to the mapping step; a file we can't read is refused with the reason."""
+    try:
+        contact_import = importer.store_upload(
+            request.files.get("file"), current_user.team_id, current_user.id, current_user.team.default_country
+        )
+    except importer.UploadProblem as problem:
+        return render_template("imports/new.html", max_mb=_max_mb(), error=str(problem)), 400
+    return redirect(url_for("imports.show", import_id=contact_import.id))
+
+
+@bp.get("/<int:import_id>")
+@login_required
+def show(import_id: int):
+    """The mapping step before the import starts; progress and summary after."""
+    contact_import = team_get_or_404(ContactImport, import_id)
+    if contact_import.status == ImportStatus.UPLOADED:
+        return _mapping_page(contact_import)
+    issues = db.session.scalars(
+        select(ImportIssue).where(ImportIssue.import_id == contact_import.id).order_by(ImportIssue.line).limit(20)
+    ).all()
+    return render_template("imports/show.html", imp=contact_import, progress=_progress(contact_import),
+                           issues=issues)
+
+
+def _mapping_page(contact_import: ContactImport, errors: list[str] | None = None, status: int = 200):
+    lists = db.session.scalars(team_select(ContactList).order_by(ContactList.name)).all()
+    return render_template(
+        "imports/mapping.html", imp=contact_import, rows=importer.preview(contact_import), lists=lists,
+        fields=field_names(contact_import.headers), countries=COUNTRY_CHOICES, delimiters=DELIMITER_NAMES,
+        errors=errors or [],
+    ), status
+
+
+@bp.post("/<int:import_id>/delimiter")
+@login_required
+def delimiter(import_id: int):
+    """Re-read the file with the delimiter the user picked."""
+    contact_import = _uploaded(import_id)
+    choice = request.form.get("delimiter", "")
+    if len(choice) != 1 or choice not in DELIMITERS:
+        abort(400)
+    try:
+        importer.change_delimiter(contact_import, choice)
+    except importer.UploadProblem as problem:
+        return _mapping_page(contact_import, [str(problem)], 400)
+    return redirect(url_for("imports.show", import_id=import_id))
+
+
+@bp.post("/<int:import_id>/start")
+@login_required
+def start(import_id: int):
+    """Confirm the mapping and queue the import."""
+    contact_import = _uploaded(import_id)
+    mapping, errors = _read_mapping(contact_import)
+    if errors:
+        return _mapping_page(contact_import, errors, 400)
+    importer.start_import(contact_import, mapping)
+    return redirect(url_for("imports.show", import_id=import_id))
+
+
+def _uploaded(import_id: int) -> ContactImport:
+    contact_import = team_get_or_404(ContactImport, import_id)
+    if contact_import.status != ImportStatus.UPLOADED:
+        abort(409)
+    return contact_import
+
+
+def _read_mapping(contact_import: ContactImport) -> tuple[importer.Mapping | None, list[str]]:
+    """The mapping form's choices, checked; every problem is listed for the page."""
+    form, errors = request.form, []
+    width = len(contact_import.headers)
+    phone = form.get("phone_column", "")
+    if not phone.isdigit() or int(phone) >= width:
+        errors.append("Choose the column that holds the phone numbers.")
+    fields = [int(value) for value in form.getlist("field_columns") if value.isdigit() and int(value) < width]
+    list_id, new_name = None, form.get("new_list_name", "").strip()
+    if form.get("list_id", "new") == "new":
+        if not new_name:
+            errors.append("Name the new list, or choose an existing one.")
+        elif db.session.scalar(team_select(ContactList).where(ContactList.name == new_name)):
+            errors.append(f"A list named {new_name!r} already exists; choose it instead, or use another name.")
+    else:
+        chosen = form.get("list_id", "")
+        list_id = int(chosen) if chosen.isdigit() else -1
+        if db.session.scalar(team_select(ContactList).where(ContactList.id == list_id)) is None:
+            errors.append("Choose a list to import into.")
+    country = form.get("default_country", "")
+    if country not in dict(COUNTRY_CHOICES):
+        errors.append("Choose the default country for numbers written without +.")
+    if errors:
+        return None, errors
+    return importer.Mapping(int(phone), fields, list_id, new_name[:200], country), []
+
+
+@bp.get("/<int:import_id>/progress")
+@login_required
+def progress(import_id: int):
+    """The progress fragment that htmx polls; it stops polling once the import is final."""
+    contact_import = team_get_or_404(ContactImport, import_id)
+    return render_template("imports/_progress.html", imp=contact_import, progress=_progress(contact_import))
+
+
+def _progress(contact_import: ContactImport) -> dict:
+    """Rows done of total, rows per second and time left, from the stored counters."""
+    done, total = contact_import.rows_done, contact_import.total_rows
+    end = contact_import.finished_at or utcnow()
+    elapsed = (end - contact_import.started_at).total_seconds() if contact_import.started_at else 0.0
+    rate = done / elapsed if elapsed > 0 else 0.0
+    left = (total - done) / rate if rate and total and not contact_import.status_enum.is_final else None
+    percent = 100 if contact_import.status == ImportStatus.DONE else (100 * done // total if total else 0)
+    return {"done": done, "total": total, "rate": rate, "seconds_left": left, "percent": min(percent, 100),
+            "elapsed": elapsed}
+
+
+@bp.post("/<int:import_id>/cancel")
+@login_required
+def cancel(import_id: int):
+    """Stop a queued or running import after its current batch."""
+    contact_import = team_get_or_404(ContactImport, import_id)
+    if importer.cancel_import(contact_import):
+        flash("The import is cancelled; rows committed so far are kept and counted.", "info")
+    return redirect(url_for("imports.show", import_id=import_id))
+
+
+@bp.post("/<int:import_id>/remove-contacts")
+@login_required
+def remove_contacts(import_id: int):
+    """Take out the contacts this import added."""
+    contact_import = team_get_or_404(ContactImport, import_id)
+    if not contact_import.status_enum.is_final:
+        abort(409)
+    removed = importer.remove_imported_contacts(contact_import)
+    flash(f"Removed {removed} contacts added by this import.", "success")
+    return redirect(url_for("imports.show", import_id=import_id))
+
+
+@bp.get("/<int:import_id>/rejects.csv")
+@login_required
+def rejects(import_id: int):
+    """Every rejected and duplicate row with its line, kind and reason, beside the original columns."""
+    contact_import = team_get_or_404(ContactImport, import_id)
+    issues = db.session.scalars(
+        select(ImportIssue).where(ImportIssue.import_id == contact_import.id).order_by(ImportIssue.line)
+        .execution_options(yield_per=2000)
+    )
+
+    def rows():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["line", "kind", "reason_code", "reason", *contact_import.headers])
+        for issue in issues:
+            writer.writerow([issue.line, issue.kind, issue.reason_code, neutralize_cell(issue.reason),
+                             *(neutralize_cell(cell) for cell in json.loads(issue.raw or "[]"))])
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    name = f"rejects-{contact_import.id}-{datetime.now():%Y%m%d}.csv"
+    return Response(stream_with_context(rows()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -1,0 +1,130 @@
+"""Team settings: the MultiTEL account, sender numbers, price per part, default country."""
+
+import phonenumbers
+from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from webapp import multitel
+from webapp.access import admin_required, team_get_or_404
+from webapp.callbacks import inbound_url
+from webapp.encryption import DecryptionError, decrypt, encrypt
+from webapp.extensions import db
+from webapp.forms import ProviderSettingsForm, SenderNumberForm
+from webapp.models import SenderNumber, Team
+from webapp.phones import Rejection, normalize
+
+bp = Blueprint("settings", __name__, url_prefix="/settings")
+
+COUNTRY_CHOICES = sorted(
+    (region, f"{region} (+{phonenumbers.country_code_for_region(region)})")
+    for region in phonenumbers.SUPPORTED_REGIONS
+)
+
+
+def team_credentials(team: Team) -> multitel.Credentials | None:
+    """The team's API credentials, decrypted, or None when not set."""
+    if not team.api_username or not team.api_password_encrypted:
+        return None
+    return multitel.Credentials(team.api_username, decrypt(team.api_password_encrypted))
+
+
+def _provider_form(team: Team) -> ProviderSettingsForm:
+    form = ProviderSettingsForm(obj=team)
+    form.default_country.choices = COUNTRY_CHOICES
+    return form
+
+
+def _render(provider_form=None, sender_form=None, status=200):
+    team = current_user.team
+    return render_template(
+        "settings/index.html",
+        team=team,
+        provider_form=provider_form or _provider_form(team),
+        sender_form=sender_form or SenderNumberForm(),
+        has_password=bool(team.api_password_encrypted),
+        inbound_url=inbound_url(team),
+    ), status
+
+
+@bp.get("/")
+@login_required
+@admin_required
+def index():
+    """Show the team's provider account, senders and prices."""
+    return _render()
+
+
+@bp.post("/")
+@login_required
+@admin_required
+def update():
+    """Save the provider account; an empty password field keeps the stored password."""
+    team = current_user.team
+    form = _provider_form(team)
+    if not form.validate():
+        return _render(provider_form=form, status=400)
+    team.api_username = (form.api_username.data or "").strip() or None
+    if form.api_password.data:
+        team.api_password_encrypted = encrypt(form.api_password.data)
+    team.price_per_part = form.price_per_part.data
+    team.currency = form.currency.data.upper()
+    team.default_country = form.default_country.data
+    db.session.commit()
+    flash("Settings saved.", "success")
+    return redirect(url_for("settings.index"))
+
+
+@bp.post("/senders")
+@login_required
+@admin_required
+def add_sender():
+    """Add a sender number, checked and stored in E.164."""
+    team = current_user.team
+    form = SenderNumberForm()
+    if form.validate():
+        try:
+            number = normalize(form.number.data, team.default_country)
+        except Rejection as rejection:
+            form.number.errors.append(f"Not a valid number: {rejection.message}")
+        else:
+            exists = db.session.scalar(
+                select(SenderNumber.id).where(SenderNumber.team_id == team.id, SenderNumber.number == number.e164)
+            )
+            if exists:
+                form.number.errors.append(f"{number.e164} is already a sender number.")
+            else:
+                db.session.add(SenderNumber(team_id=team.id, number=number.e164, label=form.label.data or ""))
+                db.session.commit()
+                flash(f"{number.e164} added.", "success")
+                return redirect(url_for("settings.index"))
+    return _render(sender_form=form, status=400)
+
+
+@bp.post("/senders/<int:sender_id>/delete")
+@login_required
+@admin_required
+def delete_sender(sender_id: int):
+    """Remove a sender number."""
+    sender = team_get_or_404(SenderNumber, sender_id)
+    db.session.delete(sender)
+    db.session.commit()
+    flash(f"{sender.number} removed.", "success")
+    return redirect(url_for("settings.index"))
+
+
+@bp.post("/test-connection")
+@login_required
+@admin_required
+def test_connection():
+    """Try the stored credentials against the provider and say plainly what is wrong (an htmx fragment)."""
+    try:
+        credentials = team_credentials(current_user.team)
+    except DecryptionError as error:
+        check = multitel.ConnectionCheck(False, str(error))
+    else:
+        if credentials is None:
+            check = multitel.ConnectionCheck(False, "Enter the API username and password first, then save.")
+        else:
+            check = multitel.check_connection(current_app.config["MULTITEL_API_URL"], credentials)
+    return render_template("settings/_connection.html", check=check)
