@@ -102,8 +102,8 @@ def _empty_all_tables() -> None:
 
 
 @pytest.fixture
-def app(_schema, app_config):
-    app = create_app(dict(app_config))
+def app(_schema, app_config, tmp_path):
+    app = create_app(dict(app_config, UPLOAD_FOLDER=str(tmp_path / "uploads")))
     yield app
     with app.app_context():
         db.session.remove()
@@ -214,3 +214,29 @@ def sandbox(app):
     app.config["MULTITEL_API_URL"] = server.url
     yield server
     server.stop()
+
+
+def run_jobs(app) -> None:
+    """Run every queued job now, in this process, with this app (RQ's SimpleWorker in burst mode)."""
+    from rq import SimpleWorker
+
+    from webapp.queue import QUEUE_NAMES, get_queue, redis_connection
+
+    with app.app_context():
+        queues = [get_queue(name) for name in QUEUE_NAMES]
+        SimpleWorker(queues, connection=redis_connection()).work(burst=True)
+
+
+@pytest.fixture
+def worker(app, app_config):
+    """A real `campaigns worker` process on the test database and Redis, for browser tests."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, DATABASE_URL=app_config["SQLALCHEMY_DATABASE_URI"], REDIS_URL=app_config["REDIS_URL"],
+               INSTANCE_PATH=app_config["INSTANCE_PATH"], SECRET_KEY=app_config["SECRET_KEY"],
+               UPLOAD_FOLDER=app.config["UPLOAD_FOLDER"])
+    process = subprocess.Popen([Path(sys.executable).with_name("campaigns"), "worker"], env=env)
+    yield process
+    process.terminate()
+    process.wait(timeout=30)

@@ -39,6 +39,7 @@ def create_app(config: dict | None = None) -> Flask:
     from webapp.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
+    _tune_sqlite(app)
     migrate.init_app(app, db, directory=str(resource_dir("migrations")), render_as_batch=True)
     csrf.init_app(app)
     login_manager.init_app(app)
@@ -90,6 +91,25 @@ def _register_template_helpers(app: Flask) -> None:
         return config["MULTITEL_API_URL"] == config["SANDBOX_URL"]
 
     app.jinja_env.globals.update(nav_items=nav_items, on_sandbox=on_sandbox)
+
+
+def _tune_sqlite(app: Flask) -> None:
+    """SQLite serves the web and a worker process at once in development: WAL lets readers run beside
+    the writer, and busy_timeout makes a writer wait instead of failing with 'database is locked'."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return
+    from sqlalchemy import event
+
+    from webapp.extensions import db
+
+    with app.app_context():
+        @event.listens_for(db.engine, "connect")
+        def on_connect(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
 
 
 def _register_error_pages(app: Flask) -> None:

@@ -121,15 +121,17 @@ def export(list_id: int):
     """The list as CSV: number, region, type, opted out, then every field. Cells are neutralised
     against spreadsheet formula injection (an E.164 number is written as '+1415…, see csvfiles)."""
     contact_list = team_get_or_404(ContactList, list_id)
-    field_names: dict[str, None] = {}
-    for attributes in db.session.scalars(select(Contact.attributes).where(Contact.list_id == contact_list.id)
-                                         .execution_options(yield_per=5000)):
-        field_names.update(dict.fromkeys(attributes or {}))
-    suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == contact_list.team_id)))
-    contacts = db.session.scalars(select(Contact).where(Contact.list_id == contact_list.id).order_by(Contact.id)
-                                  .execution_options(yield_per=5000))
+    team_id, name = contact_list.team_id, contact_list.name
 
     def rows():
+        # Queried here: a streamed response runs after the view's database session has closed.
+        field_names: dict[str, None] = {}
+        for attributes in db.session.scalars(select(Contact.attributes).where(Contact.list_id == list_id)
+                                             .execution_options(yield_per=5000)):
+            field_names.update(dict.fromkeys(attributes or {}))
+        suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == team_id)))
+        contacts = db.session.scalars(select(Contact).where(Contact.list_id == list_id).order_by(Contact.id)
+                                      .execution_options(yield_per=5000))
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["phone", "region", "number_type", "opted_out", *field_names])
@@ -144,6 +146,6 @@ def export(list_id: int):
                 buffer.truncate()
         yield buffer.getvalue()
 
-    name = secure_filename(f"{contact_list.name}-{datetime.now():%Y%m%d}.csv") or "contacts.csv"
+    name = secure_filename(f"{name}-{datetime.now():%Y%m%d}.csv") or "contacts.csv"
     return Response(stream_with_context(rows()), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

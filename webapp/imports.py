@@ -54,6 +54,13 @@ def upload():
     return redirect(url_for("imports.show", import_id=contact_import.id))
 
 
+@bp.errorhandler(413)
+def too_large(_error):
+    """The request is over MAX_CONTENT_LENGTH: refused before any of it is stored."""
+    message = f"The file is larger than the {_max_mb()} MB limit."
+    return render_template("imports/new.html", max_mb=_max_mb(), error=message), 413
+
+
 @bp.get("/<int:import_id>")
 @login_required
 def show(import_id: int):
@@ -185,15 +192,17 @@ def remove_contacts(import_id: int):
 def rejects(import_id: int):
     """Every rejected and duplicate row with its line, kind and reason, beside the original columns."""
     contact_import = team_get_or_404(ContactImport, import_id)
-    issues = db.session.scalars(
-        select(ImportIssue).where(ImportIssue.import_id == contact_import.id).order_by(ImportIssue.line)
-        .execution_options(yield_per=2000)
-    )
+    headers = contact_import.headers
 
     def rows():
+        # Queried here: a streamed response runs after the view's database session has closed.
+        issues = db.session.scalars(
+            select(ImportIssue).where(ImportIssue.import_id == import_id).order_by(ImportIssue.line)
+            .execution_options(yield_per=2000)
+        )
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["line", "kind", "reason_code", "reason", *contact_import.headers])
+        writer.writerow(["line", "kind", "reason_code", "reason", *headers])
         for issue in issues:
             writer.writerow([issue.line, issue.kind, issue.reason_code, neutralize_cell(issue.reason),
                              *(neutralize_cell(cell) for cell in json.loads(issue.raw or "[]"))])

@@ -42,7 +42,7 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError, ProtocolError
+from urllib3.exceptions import NameResolutionError, NewConnectionError, ProtocolError
 
 logger = logging.getLogger(__name__)
 
@@ -448,9 +448,9 @@ def _refusal_reason(envelope: _Envelope) -> str:
 
 
 def _connect_failure(reason: NewConnectionError) -> str:
-    text = str(reason).lower()
-    if "name or service not known" in text or "resolve" in text or "nodename" in text:
+    if isinstance(reason, NameResolutionError):
         return "host name not found"
+    text = str(reason).lower()
     if "refused" in text:
         return "connection refused"
     if "unreachable" in text:
