@@ -115,7 +115,7 @@ class ConnectionCheck:
 class _Envelope:
     """The provider's JSON reply: {"status": {"code", "msg"}, "response": {...}}."""
 
-    code: str | None
+    code: object  # kept as sent: the contract says a string "200", and a number 200 is not that
     msg: str
     response: dict[str, Any]
 
@@ -211,7 +211,7 @@ class MultitelClient:
             result = classify_error(exc, self.url, self.timeouts)
         else:
             result = classify_reply(reply.status_code, reply.content, reply.headers.get("Retry-After"))
-        result = _redacted(result, self._credentials.password)
+        result = _redacted(result, self._credentials)
         result = _with_elapsed(result, time.perf_counter() - started)
         _log(result, reference)
         return result
@@ -397,9 +397,8 @@ def parse_envelope(body: bytes) -> _Envelope | None:
     if not isinstance(status, dict) and not isinstance(response, dict):
         return None
     status = status if isinstance(status, dict) else {}
-    code = status.get("code")
     return _Envelope(
-        code=None if code is None else code if isinstance(code, str) else repr(code),
+        code=status.get("code"),
         msg=str(status.get("msg") or ""),
         response=response if isinstance(response, dict) else {},
     )
@@ -485,16 +484,21 @@ def _excerpt(body: bytes | str) -> str:
     return text[:_DETAIL_LIMIT]
 
 
-def _redacted(result: SendResult, password: str) -> SendResult:
+def _redacted(result: SendResult, credentials: Credentials) -> SendResult:
     """Scrub the password from anything the reply or an error echoed back (a proxy might)."""
-    if not password or len(password) < 3:
+    if len(credentials.password) < 3:  # too short to tell apart from ordinary text
         return result
-    secret_forms = {password, base64.b64encode(password.encode()).decode()}
+    userpass = f"{credentials.username}:{credentials.password}".encode()
+    secrets = (
+        base64.b64encode(userpass).decode(),  # the Authorization header, echoed
+        credentials.password,
+        base64.b64encode(credentials.password.encode()).decode(),
+    )
     changes = {}
     for name in ("reason", "detail", "provider_message"):
         value = getattr(result, name)
-        if value and any(secret in value for secret in secret_forms):
-            for secret in secret_forms:
+        if value and any(secret in value for secret in secrets):
+            for secret in secrets:
                 value = value.replace(secret, "***")
             changes[name] = value
     return replace(result, **changes) if changes else result
