@@ -4,23 +4,25 @@ A POST to the provider is not idempotent and MultiTEL documents no idempotency k
 most is knowing whether a failed send *may have reached* the provider (DOMAIN.md §6). Each reply or
 transport error maps to one outcome:
 
-| what happened                                                   | Outcome   | why                                           |
-|-----------------------------------------------------------------|-----------|-----------------------------------------------|
-| HTTP 2xx, status.code == "200" (a string), response.status      | ACCEPTED  | the only reply that proves the message was    |
-| == "Success"                                                    |           | queued; keep uniqueid, pid, parts, cost       |
-| connection refused, DNS failure, connect timeout, TLS handshake | NOT_SENT  | no request bytes reached the provider         |
-| 429 or 503 (Retry-After parsed into `retry_after`), 408         | NOT_SENT  | the server says it did not take the request   |
-| 500 *with* the JSON error envelope                              | NOT_SENT  | the API itself answered and refused: nothing  |
-|                                                                 |           | was queued, the cause is on its side          |
-| other 4xx, or a 2xx/4xx envelope whose response.status is not   | REFUSED   | refused for this message; retrying the same   |
-| "Success"                                                       |           | request gets the same answer (causecode kept) |
-| 401 or 403                                                      | ACCOUNT   | credentials refused: pause the campaign       |
-| 3xx, 404/405 without the envelope, an unusable base URL         | ACCOUNT   | the API URL in settings is wrong; every       |
-|                                                                 |           | message would fail the same way               |
-| read timeout, connection reset or closed after the body was     | AMBIGUOUS | the provider may have queued the message:     |
-| sent, 502, 504, 500 or another 5xx without the envelope,        |           | never resend automatically; reconcile by      |
-| unparseable 2xx body, a 2xx saying "Success" with a code that   |           | `reference` from callbacks (DOMAIN.md §6)     |
-| is not "200"                                                    |           |                                               |
+| reply or error                                   | outcome   | why                                         |
+|--------------------------------------------------|-----------|---------------------------------------------|
+| 2xx, status.code == "200" (a string) and         | ACCEPTED  | the only reply that proves the message was  |
+| response.status == "Success"                     |           | queued; keep uniqueid, pid, parts, cost     |
+| connection refused, DNS failure, connect         | NOT_SENT  | no request bytes reached the provider       |
+| timeout, TLS handshake failure                   |           |                                             |
+| 429 or 503 (Retry-After parsed into              | NOT_SENT  | the server says it did not take the request |
+| `retry_after`), 408                              |           |                                             |
+| 500 *with* the JSON error envelope               | NOT_SENT  | the API itself answered and queued nothing; |
+|                                                  |           | the cause is on its side, so retry later    |
+| other 4xx; a 2xx/4xx envelope whose              | REFUSED   | refused for this message: the same request  |
+| response.status is not "Success"                 |           | gets the same answer (causecode kept)       |
+| 401 or 403                                       | ACCOUNT   | credentials refused: pause the campaign     |
+| 3xx; 404/405 without the envelope; a base        | ACCOUNT   | the API URL in settings is wrong, and every |
+| URL requests cannot use                          |           | message would fail the same way             |
+| read timeout; connection reset or closed         | AMBIGUOUS | the provider may have queued the message:   |
+| after the body was sent; 502, 504, 500 or        |           | never resend automatically; reconcile by    |
+| other 5xx without the envelope; unreadable       |           | `reference` from callbacks (DOMAIN.md §6)   |
+| 2xx body; "Success" with a code not "200"        |           |                                             |
 
 Sessions are per thread (`requests.Session` is not documented as thread-safe) and pooled with an
 HTTPAdapter that never retries on its own: a transparent retry would turn a read timeout into a
@@ -47,7 +49,7 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError, Protocol
 logger = logging.getLogger(__name__)
 
 SEND_PATH = "/v3/sendsms"
-MEDIA_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpg"}
+MEDIA_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
 _DETAIL_LIMIT = 500  # characters of a reply or error kept for logs and the message's history
 
 
@@ -131,7 +133,7 @@ def send_url(base_url: str) -> str:
 
 def encode_media(media: bytes) -> str:
     """Base64 of a jpg or png; anything else is the caller's bug, raised before any request."""
-    if not any(media.startswith(signature) for signature in MEDIA_SIGNATURES):
+    if not media.startswith(MEDIA_SIGNATURES):
         raise ValueError("media must be the bytes of a JPEG or PNG image")
     return base64.b64encode(media).decode("ascii")
 
@@ -145,13 +147,11 @@ class MultitelClient:
         credentials: Credentials,
         *,
         timeouts: Timeouts | None = None,
-        pool_size: int = 4,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.url = send_url(self.base_url)
         self.timeouts = timeouts or Timeouts()
         self._credentials = credentials
-        self._pool_size = pool_size
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
@@ -164,8 +164,9 @@ class MultitelClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            # max_retries=0: urllib3 must never resend a POST behind our back.
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
+            # One kept-alive connection per thread is all a sequential sender needs; max_retries=0
+            # because urllib3 must never resend a POST behind our back.
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.trust_env = False  # no proxy or .netrc from the worker's environment
@@ -250,12 +251,13 @@ def classify_reply(http_status: int, body: bytes, retry_after: str | None = None
                 **common,
             )
         if envelope.success and envelope.code == "200":
-            parts = f"{fields['parts']} part{'s' if fields['parts'] != 1 else ''}" if fields["parts"] else ""
-            return SendResult(Outcome.ACCEPTED, f"Accepted by MultiTEL{f' ({parts})' if parts else ''}", **common)
+            parts = fields["parts"]
+            counted = f" ({parts} part{'s' if parts != 1 else ''})" if parts else ""
+            return SendResult(Outcome.ACCEPTED, f"Accepted by MultiTEL{counted}", **common)
         if envelope.success:
             return SendResult(
                 Outcome.AMBIGUOUS,
-                f"MultiTEL said Success with status code {envelope.code!r} instead of \"200\"; "
+                f'MultiTEL said Success with status code {envelope.code!r} instead of "200"; '
                 "the message may have been sent",
                 **common,
             )
@@ -270,8 +272,7 @@ def classify_reply(http_status: int, body: bytes, retry_after: str | None = None
     if http_status in (401, 403):
         return SendResult(
             Outcome.ACCOUNT,
-            f"MultiTEL refused the API username or password (HTTP {http_status}); "
-            "the campaign is paused until the settings are fixed",
+            f"MultiTEL refused the API username or password (HTTP {http_status}); check them in settings",
             **common,
         )
     if http_status in (408, 429, 503) or (http_status == 500 and envelope is not None):
@@ -324,8 +325,12 @@ def classify_error(exc: requests.RequestException, url: str, timeouts: Timeouts)
             f"Could not open a secure connection to {where}; the message was not sent",
             detail=detail,
         )
-    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema
-                  | requests.exceptions.InvalidSchema):
+    if isinstance(
+        exc,
+        requests.exceptions.InvalidURL
+        | requests.exceptions.MissingSchema
+        | requests.exceptions.InvalidSchema,
+    ):
         return SendResult(Outcome.ACCOUNT, f"The MultiTEL API URL {url!r} is not usable", detail=detail)
     if isinstance(exc, requests.ConnectionError):
         reason = getattr(exc.args[0], "reason", None) if exc.args else None
@@ -368,7 +373,7 @@ def check_connection(
         logger.info("connection check to %s failed: %s", url, type(exc).__name__)
         return ConnectionCheck(False, f"cannot reach {url}")
     except requests.ReadTimeout:
-        return ConnectionCheck(False, f"{url} accepted the connection but did not answer in {timeouts.read:g} s")
+        return ConnectionCheck(False, f"{url} took the connection but did not answer in {timeouts.read:g} s")
     except requests.ConnectionError as exc:
         logger.info("connection check to %s failed: %s", url, type(exc).__name__)
         return ConnectionCheck(False, f"cannot reach {url}")
@@ -378,6 +383,8 @@ def check_connection(
     status = reply.status_code
     if status in (401, 403):
         return ConnectionCheck(False, "username or password was refused")
+    if status in (408, 429, 503):  # turned away before the credentials were necessarily checked
+        return ConnectionCheck(False, f"MultiTEL is busy (HTTP {status}); try again in a minute")
     envelope = parse_envelope(reply.content)
     if envelope is not None and (200 <= status < 300 or 400 <= status < 500):
         # MultiTEL checks the credentials first, so a validation refusal means they passed.
@@ -443,7 +450,8 @@ def _refusal_reason(envelope: _Envelope) -> str:
     response = envelope.response
     message = str(response.get("message") or envelope.msg or "no reason given")
     cause = response.get("causecode")
-    return f"MultiTEL refused the message: {message}" + (f" (cause {cause})" if cause not in (None, "") else "")
+    suffix = f" (cause {cause})" if cause not in (None, "") else ""
+    return f"MultiTEL refused the message: {message}{suffix}"
 
 
 def _connect_failure(reason: NewConnectionError) -> str:

@@ -24,10 +24,11 @@ take over 1,000 sends/s on two cores with the client on the same machine (bench/
 
 import base64
 import binascii
+import contextlib
 import copy
 import dataclasses
-import hmac
 import heapq
+import hmac
 import itertools
 import json
 import logging
@@ -40,7 +41,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from http import HTTPStatus
 from typing import Any, Literal
@@ -188,7 +189,8 @@ class CallbackDispatcher:
             if self._closed:
                 return
             self._start_locked()
-            heapq.heappush(self._heap, _Due(time.monotonic() + delay, next(self._seq), url, fields, body_format))
+            due = _Due(time.monotonic() + delay, next(self._seq), url, fields, body_format)
+            heapq.heappush(self._heap, due)
             self._cv.notify()
 
     def pending(self) -> int:
@@ -248,7 +250,11 @@ class CallbackDispatcher:
         if item.attempt >= CALLBACK_ATTEMPTS:
             logger.warning(
                 "sandbox gave up on callback %s %s to %s after %d attempts: %s",
-                item.fields.get("uniqueid"), item.fields.get("status"), item.url, item.attempt, error,
+                item.fields.get("uniqueid"),
+                item.fields.get("status"),
+                item.url,
+                item.attempt,
+                error,
             )
             return
         with self._cv:
@@ -338,8 +344,9 @@ class SandboxApp:
         handler = self._routes.get((environ.get("REQUEST_METHOD", "GET"), path))
         if handler is None:
             known = any(route_path == path for _, route_path in self._routes)
-            status, payload, headers = (405, {"error": "method not allowed"}, []) if known else (
-                404, {"error": "not found"}, [])
+            status, payload, headers = (
+                (405, {"error": "method not allowed"}, []) if known else (404, {"error": "not found"}, [])
+            )
         else:
             status, payload, headers = handler(environ)
         if isinstance(payload, bytes):
@@ -359,17 +366,20 @@ class SandboxApp:
         state = self.state
         config = state.config
         if not self._authorized(environ.get("HTTP_AUTHORIZATION", ""), config):
-            return 401, _envelope(401, "Unauthorized", "Failed", "Invalid API username or password", 1401), [
-                ("WWW-Authenticate", 'Basic realm="MultiTEL sandbox"')]
+            return (
+                401,
+                _envelope(401, "Unauthorized", "Failed", "Invalid API username or password", 1401),
+                [("WWW-Authenticate", 'Basic realm="MultiTEL sandbox"')],
+            )
         if config.latency_ms:
             time.sleep(config.latency_ms / 1000)
 
         fault = state.draw()
         retry_after = [("Retry-After", str(config.retry_after))] if config.retry_after is not None else []
         if fault < config.error_429_rate:
-            return 429, _envelope(429, "Too Many Requests", "Failed", "Rate limit exceeded", 1429), retry_after
+            return 429, _refusal(429, "Rate limit exceeded", 1429), retry_after
         if fault < config.error_429_rate + config.error_503_rate:
-            return 503, _envelope(503, "Service Unavailable", "Failed", "Try again later", 1503), retry_after
+            return 503, _refusal(503, "Try again later", 1503), retry_after
         if fault < config.error_429_rate + config.error_503_rate + config.error_500_rate:
             return 500, b"Internal Server Error", []
 
@@ -419,15 +429,18 @@ class SandboxApp:
         )
 
     def _schedule_callbacks(self, message: SentMessage, config: SandboxConfig) -> None:
+        """The interim status at a quarter of callback_delay, the final at callback_delay.
+
+        Timestamps say when each status happened, in the natural order; out_of_order swaps only
+        when they are posted, as a provider retrying a failed callback would.
+        """
         assert message.notify_url is not None
         interim_at, final_at = config.callback_delay / 4, config.callback_delay
-        if config.out_of_order:
-            interim_at, final_at = final_at, interim_at
+        posted_at = (final_at, interim_at) if config.out_of_order else (interim_at, final_at)
         copies = 2 if config.duplicate_callbacks else 1
-        for status, cause, delay in (
-            (INTERIM_STATUS, 0, interim_at),
-            (message.final_status, message.final_cause, final_at),
-        ):
+        statuses = ((INTERIM_STATUS, 0, interim_at), (message.final_status, message.final_cause, final_at))
+        for (status, cause, happened_at), delay in zip(statuses, posted_at, strict=True):
+            happened = message.time + timedelta(seconds=happened_at)
             fields = {
                 "uniqueid": message.unique_id,
                 "reference": message.reference or "",
@@ -435,7 +448,7 @@ class SandboxApp:
                 "causecode": cause,
                 "cost": str(message.cost),
                 "parts": message.parts,
-                "timestamp": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+                "timestamp": happened.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             }
             for copy_number in range(copies):
                 self.state.callbacks.schedule(
@@ -553,12 +566,10 @@ def run_forever(config: SandboxConfig | None = None, host: str = "127.0.0.1", po
 def _close_channels(server: Any) -> None:
     """Runs in the server's loop thread: an empty socket map ends waitress's loop."""
     for channel in list(server._map.values()):
-        try:
-            # A connection flushes and drops its buffers in handle_close; the listening socket and
-            # the trigger only need close (their handle_close would log "unhandled close event").
+        # A connection flushes and drops its buffers in handle_close; the listening socket and
+        # the trigger only need close (their handle_close would log "unhandled close event").
+        with contextlib.suppress(OSError):
             channel.handle_close() if isinstance(channel, HTTPChannel) else channel.close()
-        except OSError:
-            pass
 
 
 def _read_body(environ: Environ) -> bytes | None:

@@ -41,15 +41,36 @@ STATUS_WORDS: dict[str, DeliveryState] = {
     ),
     **dict.fromkeys(
         [
-            "failed", "failure", "fail", "undelivered", "undeliv", "undeliverable", "notdelivered",
-            "rejectd", "rejected", "expired", "deleted", "error", "skipped", "blocked",
+            "failed",
+            "failure",
+            "fail",
+            "undelivered",
+            "undeliv",
+            "undeliverable",
+            "notdelivered",
+            "rejectd",
+            "rejected",
+            "expired",
+            "deleted",
+            "error",
+            "skipped",
+            "blocked",
         ],
         DeliveryState.FAILED,
     ),
     **dict.fromkeys(
         [
-            "sent", "acceptd", "accepted", "enroute", "queued", "sending", "buffered", "submitted",
-            "scheduled", "schedld", "enqueud",
+            "sent",
+            "acceptd",
+            "accepted",
+            "enroute",
+            "queued",
+            "sending",
+            "buffered",
+            "submitted",
+            "scheduled",
+            "schedld",
+            "enqueud",
         ],
         DeliveryState.SENT,
     ),
@@ -96,7 +117,7 @@ def parse_callback(body: bytes, content_type: str | None, query_string: str = ""
     """Read a callback in any of the formats above; never raises."""
     try:
         fields = _query_fields(query_string)
-        fields.update(_body_fields(body or b"", (content_type or "").lower()))
+        fields.update(_body_fields(body or b"", content_type or ""))
         return _interpret(fields)
     except Exception:  # a parser for unknown input must not take the webhook down
         logger.exception("unreadable delivery callback (%d bytes, %s)", len(body or b""), content_type)
@@ -146,7 +167,7 @@ def _body_fields(body: bytes, content_type: str) -> dict[str, str]:
     readers = [_json_fields, _form_fields]
     if not body.lstrip().startswith((b"{", b"[")):
         readers.reverse()
-    if "multipart/" in content_type:
+    if "multipart/" in content_type.lower():
         readers.insert(0, _multipart_fields)
     for reader in readers:
         fields = reader(body, content_type)
@@ -176,8 +197,8 @@ def _json_fields(body: bytes, content_type: str = "") -> dict[str, str]:
 
 def _form_fields(body: bytes, content_type: str = "") -> dict[str, str]:
     charset = "utf-8"
-    if "charset=" in content_type:
-        charset = content_type.split("charset=", 1)[1].split(";")[0].strip().strip('"') or "utf-8"
+    if "charset=" in content_type.lower():
+        charset = content_type.lower().split("charset=", 1)[1].split(";")[0].strip().strip('"') or "utf-8"
     try:
         text = body.decode("ascii")  # a form body is percent-encoded ASCII...
     except UnicodeDecodeError:
@@ -193,7 +214,8 @@ def _form_fields(body: bytes, content_type: str = "") -> dict[str, str]:
 
 
 def _multipart_fields(body: bytes, content_type: str) -> dict[str, str]:
-    header = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    # The boundary is case-sensitive, so the header is used exactly as received.
+    header = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("utf-8", "replace")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + body)
     fields: dict[str, str] = {}
     if not message.is_multipart():
@@ -202,7 +224,10 @@ def _multipart_fields(body: bytes, content_type: str) -> dict[str, str]:
         name = part.get_param("name", header="content-disposition")
         if name and part.get_filename() is None:
             payload = part.get_payload(decode=True) or b""
-            fields[str(name).lower()] = payload.decode(part.get_content_charset() or "utf-8", "replace")
+            try:
+                fields[str(name).lower()] = payload.decode(part.get_content_charset() or "utf-8", "replace")
+            except LookupError:  # a charset Python doesn't know
+                fields[str(name).lower()] = payload.decode("utf-8", "replace")
     return fields
 
 
