@@ -22,7 +22,6 @@ from pathlib import Path
 from flask import current_app
 from sqlalchemy import delete, insert, select, update
 from werkzeug.datastructures import FileStorage
-from werkzeug.utils import secure_filename
 
 from webapp.csvfiles import CsvProblem, FileFormat, count_records, guess_phone_column, iter_records, read_preview
 from webapp.csvfiles import sniff_format as sniff
@@ -80,7 +79,7 @@ def store_upload(upload: FileStorage, team_id: int, user_id: int, default_countr
         path.unlink(missing_ok=True)
         raise UploadProblem(problem.message) from problem
     contact_import = ContactImport(
-        team_id=team_id, created_by_id=user_id, filename=secure_filename(upload.filename)[:255] or "upload.csv",
+        team_id=team_id, created_by_id=user_id, filename=Path(upload.filename).name[:255] or "upload.csv",
         stored_name=stored_name, size_bytes=size, default_country=default_country,
     )
     _apply_format(contact_import, fmt, headers)

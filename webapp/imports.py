@@ -68,11 +68,7 @@ def show(import_id: int):
     contact_import = team_get_or_404(ContactImport, import_id)
     if contact_import.status == ImportStatus.UPLOADED:
         return _mapping_page(contact_import)
-    issues = db.session.scalars(
-        select(ImportIssue).where(ImportIssue.import_id == contact_import.id).order_by(ImportIssue.line).limit(20)
-    ).all()
-    return render_template("imports/show.html", imp=contact_import, progress=_progress(contact_import),
-                           issues=issues)
+    return render_template("imports/show.html", **_progress_context(contact_import))
 
 
 def _mapping_page(contact_import: ContactImport, errors: list[str] | None = None, status: int = 200):
@@ -150,7 +146,18 @@ def _read_mapping(contact_import: ContactImport) -> tuple[importer.Mapping | Non
 def progress(import_id: int):
     """The progress fragment that htmx polls; it stops polling once the import is final."""
     contact_import = team_get_or_404(ContactImport, import_id)
-    return render_template("imports/_progress.html", imp=contact_import, progress=_progress(contact_import))
+    return render_template("imports/_progress.html", **_progress_context(contact_import))
+
+
+def _progress_context(contact_import: ContactImport) -> dict:
+    """What the progress fragment shows: counters, rate, and once final the first rows not imported."""
+    issues = []
+    if contact_import.status_enum.is_final:
+        issues = db.session.scalars(
+            select(ImportIssue).where(ImportIssue.import_id == contact_import.id).order_by(ImportIssue.line)
+            .limit(20)
+        ).all()
+    return {"imp": contact_import, "progress": _progress(contact_import), "issues": issues}
 
 
 def _progress(contact_import: ContactImport) -> dict:
