@@ -6,9 +6,9 @@ import socket
 import struct
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
-from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
 import pytest
@@ -164,7 +164,9 @@ def test_every_form_field_and_basic_auth_go_on_the_wire():
     ok = http_reply("200 OK", b'{"status": {"code": "200", "msg": ""}, "response": {"status": "Success"}}')
     with RawServer(ok) as server:
         client = MultitelClient(server.url, Credentials("acme", SECRET), timeouts=FAST)
-        result = send(client, text="Hi €", media=PNG, notify_url="https://app.example/hook?t=1", reference="r-9")
+        result = send(
+            client, text="Hi €", media=PNG, notify_url="https://app.example/hook?t=1", reference="r-9"
+        )
     assert result.outcome is Outcome.ACCEPTED and result.unique_id is None
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
     assert head.startswith(b"POST /v3/sendsms HTTP/1.1")
@@ -265,7 +267,9 @@ def test_503_without_retry_after_is_not_sent(client, sandbox):
 
 def test_500_with_the_error_envelope_is_not_sent():
     """The API itself answering 500 with its envelope refused the request: NOT_SENT, cause kept."""
-    with RawServer(http_reply("500 Internal Server Error", envelope("500", "Failed", "Internal error", 9))) as server:
+    with RawServer(
+        http_reply("500 Internal Server Error", envelope("500", "Failed", "Internal error", 9))
+    ) as server:
         result = send(MultitelClient(server.url, Credentials("a", "b"), timeouts=FAST))
     assert result.outcome is Outcome.NOT_SENT
     assert result.cause_code == "9"
@@ -379,7 +383,7 @@ def test_success_with_a_non_string_code_is_ambiguous():
 
 
 def test_read_timeout_after_acceptance_is_ambiguous_and_the_send_was_recorded(sandbox):
-    """The sandbox queues the message then stalls; the client's read timeout gives AMBIGUOUS, yet it was sent."""
+    """The sandbox queues the message, then stalls past the read timeout: AMBIGUOUS, yet it was sent."""
     sandbox.state.update_config({"hang_rate": 1.0, "hang_seconds": 5.0})
     client = MultitelClient(sandbox.url, Credentials("sandbox", "sandbox"), timeouts=Timeouts(1.0, 0.3))
     started = time.monotonic()
@@ -419,18 +423,27 @@ def test_password_never_appears_in_reprs_results_or_logs(sandbox, caplog):
 
     def echo(request: bytes) -> bytes:
         message = f"bad request: {request.decode()} password={SECRET}"
-        return http_reply("400 Bad Request", envelope("400", "Failed", message.replace('"', "'")
-                                                       .replace("\r\n", " "), 5))
+        return http_reply(
+            "400 Bad Request", envelope("400", "Failed", message.replace('"', "'").replace("\r\n", " "), 5)
+        )
 
     with RawServer(echo) as server:
         results.append(send(MultitelClient(server.url, credentials, timeouts=FAST)))
     with RawServer(reply=None) as server:
         results.append(send(MultitelClient(server.url, credentials, timeouts=FAST)))
     results.append(send(MultitelClient(f"http://127.0.0.1:{closed_port()}", credentials, timeouts=FAST)))
-    checks = [check_connection(sandbox.url, credentials), check_connection(sandbox.url, Credentials("acme", "no"))]
+    checks = [
+        check_connection(sandbox.url, credentials),
+        check_connection(sandbox.url, Credentials("acme", "no")),
+    ]
 
     assert {r.outcome for r in results} == {
-        Outcome.ACCEPTED, Outcome.ACCOUNT, Outcome.REFUSED, Outcome.AMBIGUOUS, Outcome.NOT_SENT}
+        Outcome.ACCEPTED,
+        Outcome.ACCOUNT,
+        Outcome.REFUSED,
+        Outcome.AMBIGUOUS,
+        Outcome.NOT_SENT,
+    }
     texts = [repr(credentials), str(credentials), repr(client), caplog.text]
     texts += [repr(r) for r in results] + [str(r) for r in results] + [repr(c) for c in checks]
     for text in texts:
@@ -444,7 +457,9 @@ def test_password_never_appears_in_reprs_results_or_logs(sandbox, caplog):
 
 def test_check_connection_accepts_good_credentials_and_sends_nothing(sandbox):
     """The empty form is refused by validation, which proves the credentials passed; nothing is queued."""
-    assert check_connection(sandbox.url, Credentials("acme", SECRET)) == ConnectionCheck(True, "credentials accepted")
+    assert check_connection(sandbox.url, Credentials("acme", SECRET)) == ConnectionCheck(
+        True, "credentials accepted"
+    )
     assert sandbox.state.sends_for() == []
 
 
@@ -464,14 +479,19 @@ def test_check_connection_reports_an_unreachable_url():
 @pytest.mark.parametrize(
     ("reply", "ok", "fragment"),
     [
-        (http_reply("200 OK", envelope("400", "Failed", "to is required", 1002)), True, "credentials accepted"),
+        (
+            http_reply("200 OK", envelope("400", "Failed", "to is required", 1002)),
+            True,
+            "credentials accepted",
+        ),
         (http_reply("500 Internal Server Error", b"oops"), False, "HTTP 500"),
+        (http_reply("429 Too Many Requests", envelope("429", "Failed", "slow down", 1429)), False, "busy"),
         (http_reply("200 OK", b"<html>a web page</html>"), False, "HTTP 200"),
     ],
-    ids=["2xx-envelope", "500", "2xx-not-the-api"],
+    ids=["2xx-envelope", "500", "429", "2xx-not-the-api"],
 )
 def test_check_connection_interprets_other_answers(reply, ok, fragment):
-    """A 2xx envelope passes; a 500 or a page that is not the API is a plain message with the status."""
+    """A 2xx envelope passes; a 500, a 429 or a page that is not the API is a plain message."""
     with RawServer(reply) as server:
         check = check_connection(server.url, Credentials("a", "b"), FAST)
     assert check.ok is ok and fragment in check.message

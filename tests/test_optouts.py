@@ -94,7 +94,8 @@ def test_inbound_start_opts_back_in(app, client, team):
 def test_inbound_needs_the_team_token(app, client, team):
     """A forged inbound message is refused and changes nothing."""
     team_id, _ = team
-    assert client.post(f"/callbacks/inbound/{team_id}/guess", data={"from": "+14155552671", "text": "STOP"}).status_code == 404
+    forged = client.post(f"/callbacks/inbound/{team_id}/guess", data={"from": "+14155552671", "text": "STOP"})
+    assert forged.status_code == 404
     assert _phones(app, team_id) == set()
 
 

@@ -94,7 +94,8 @@ def test_connection_test_against_the_sandbox(app, client, auth, sandbox):
 def test_connection_test_without_credentials(app, client, auth):
     """Without saved credentials the button says what to do."""
     _admin(app, auth)
-    assert "Enter the API username and password first" in client.post("/settings/test-connection").get_data(as_text=True)
+    answer = client.post("/settings/test-connection").get_data(as_text=True)
+    assert "Enter the API username and password first" in answer
 
 
 def test_connection_test_unreachable(app, client, auth):

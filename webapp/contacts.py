@@ -4,8 +4,7 @@ import csv
 import io
 from datetime import datetime
 
-from flask import (Blueprint, Response, flash, redirect, render_template, request, stream_with_context,
-                   url_for)
+from flask import Blueprint, Response, flash, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import String, cast, func, or_, select
 from werkzeug.utils import secure_filename

@@ -5,8 +5,18 @@ import io
 import json
 from datetime import datetime
 
-from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
-                   stream_with_context, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user, login_required
 from sqlalchemy import select
 

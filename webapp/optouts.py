@@ -4,8 +4,6 @@ A suppressed number is never sent to, whatever list it is in; the campaign engin
 is_suppressed() again at send time.
 """
 
-import csv
-import io
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required

@@ -533,15 +533,18 @@ class SandboxServer:
             self.app.close()
 
     def stop(self) -> None:
-        """Release hangs, stop callbacks, close every connection and the worker threads."""
+        """Release hangs, let in-flight requests finish, then close every connection and thread."""
         self.app.close()
         server, self._server = self._server, None
         if server is None:
             return
-        server.trigger.pull_trigger(lambda: _close_channels(server))
+        # Workers first: a worker finishing its request pulls the trigger, which must still be open.
+        server.task_dispatcher.shutdown(timeout=2)
+        # The loop thread may run the thunk and close the trigger before this write returns.
+        with contextlib.suppress(OSError):
+            server.trigger.pull_trigger(lambda: _close_channels(server))
         if self._thread is not None:
             self._thread.join(timeout=5)
-        server.task_dispatcher.shutdown(timeout=2)
 
     def __enter__(self) -> "SandboxServer":
         return self.start()
