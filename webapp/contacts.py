@@ -1,7 +1,5 @@
 """Contact lists: browse, search, export, delete."""
 
-import csv
-import io
 from datetime import datetime
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, stream_with_context, url_for
@@ -10,7 +8,7 @@ from sqlalchemy import String, cast, func, or_, select
 from werkzeug.utils import secure_filename
 
 from webapp.access import team_get_or_404, team_select
-from webapp.csvfiles import neutralize_cell
+from webapp.csvfiles import stream_csv
 from webapp.extensions import db
 from webapp.models import Contact, ContactList, Suppression
 
@@ -131,20 +129,13 @@ def export(list_id: int):
         suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == team_id)))
         contacts = db.session.scalars(select(Contact).where(Contact.list_id == list_id).order_by(Contact.id)
                                       .execution_options(yield_per=5000))
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["phone", "region", "number_type", "opted_out", *field_names])
+        yield ["phone", "region", "number_type", "opted_out", *field_names]
         for contact in contacts:
             attributes = contact.attributes or {}
-            writer.writerow([neutralize_cell(contact.phone), contact.region or "", contact.number_type,
-                             "yes" if contact.phone in suppressed else "no",
-                             *(neutralize_cell(str(attributes.get(name, ""))) for name in field_names)])
-            if buffer.tell() > 64 * 1024:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+            yield [contact.phone, contact.region or "", contact.number_type,
+                   "yes" if contact.phone in suppressed else "no",
+                   *(str(attributes.get(name, "")) for name in field_names)]
 
     name = secure_filename(f"{name}-{datetime.now():%Y%m%d}.csv") or "contacts.csv"
-    return Response(stream_with_context(rows()), mimetype="text/csv",
+    return Response(stream_with_context(stream_csv(rows())), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
@@ -509,3 +510,16 @@ def _records(path: str | os.PathLike[str], fmt: FileFormat) -> Iterator[tuple[in
             ) from None
         except csv.Error as exc:
             raise CsvProblem(f"Line {start}: {exc}") from None
+
+
+def stream_csv(rows: Iterable[Iterable[object]]) -> Iterator[str]:
+    """Write rows as CSV in ~64 KB pieces for a streamed download, every text cell neutralised."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for row in rows:
+        writer.writerow([neutralize_cell(cell) if isinstance(cell, str) else cell for cell in row])
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

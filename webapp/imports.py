@@ -1,7 +1,5 @@
 """Importing contacts: upload, confirm the mapping, watch the progress, download the rejects."""
 
-import csv
-import io
 import json
 from datetime import datetime
 
@@ -22,7 +20,7 @@ from sqlalchemy import select
 
 from webapp import importer
 from webapp.access import team_get_or_404, team_select
-from webapp.csvfiles import DELIMITERS, field_names, neutralize_cell
+from webapp.csvfiles import DELIMITERS, field_names, stream_csv
 from webapp.extensions import db
 from webapp.models import ContactImport, ContactList, ImportIssue, ImportStatus, utcnow
 from webapp.settings import COUNTRY_CHOICES
@@ -217,18 +215,10 @@ def rejects(import_id: int):
             select(ImportIssue).where(ImportIssue.import_id == import_id).order_by(ImportIssue.line)
             .execution_options(yield_per=2000)
         )
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["line", "kind", "reason_code", "reason", *headers])
+        yield ["line", "kind", "reason_code", "reason", *headers]
         for issue in issues:
-            writer.writerow([issue.line, issue.kind, issue.reason_code, neutralize_cell(issue.reason),
-                             *(neutralize_cell(cell) for cell in json.loads(issue.raw or "[]"))])
-            if buffer.tell() > 64 * 1024:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+            yield [issue.line, issue.kind, issue.reason_code, issue.reason, *json.loads(issue.raw or "[]")]
 
     name = f"rejects-{contact_import.id}-{datetime.now():%Y%m%d}.csv"
-    return Response(stream_with_context(rows()), mimetype="text/csv",
+    return Response(stream_with_context(stream_csv(rows())), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

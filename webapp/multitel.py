@@ -246,8 +246,7 @@ def classify_reply(http_status: int, body: bytes, retry_after: str | None = None
         if envelope is None:
             return SendResult(
                 Outcome.AMBIGUOUS,
-                f"MultiTEL answered HTTP {http_status} but the reply could not be read; "
-                "the message may have been sent",
+                f"MultiTEL answered HTTP {http_status} but the reply could not be read; the message may have been sent",
                 **common,
             )
         if envelope.success and envelope.code == "200":
@@ -327,9 +326,7 @@ def classify_error(exc: requests.RequestException, url: str, timeouts: Timeouts)
         )
     if isinstance(
         exc,
-        requests.exceptions.InvalidURL
-        | requests.exceptions.MissingSchema
-        | requests.exceptions.InvalidSchema,
+        requests.exceptions.InvalidURL | requests.exceptions.MissingSchema | requests.exceptions.InvalidSchema,
     ):
         return SendResult(Outcome.ACCOUNT, f"The MultiTEL API URL {url!r} is not usable", detail=detail)
     if isinstance(exc, requests.ConnectionError):
@@ -353,9 +350,7 @@ def classify_error(exc: requests.RequestException, url: str, timeouts: Timeouts)
     )
 
 
-def check_connection(
-    base_url: str, credentials: Credentials, timeouts: Timeouts | None = None
-) -> ConnectionCheck:
+def check_connection(base_url: str, credentials: Credentials, timeouts: Timeouts | None = None) -> ConnectionCheck:
     """Test the credentials with an empty form: no 'to' or 'text', so nothing can be sent."""
     url = send_url(base_url)
     timeouts = timeouts or Timeouts(read=10.0)
@@ -520,6 +515,4 @@ def _log(result: SendResult, reference: str | None) -> None:
     if result.outcome is Outcome.ACCEPTED:
         logger.debug("sent reference=%s uniqueid=%s parts=%s", reference, result.unique_id, result.parts)
     else:
-        logger.warning(
-            "send %s reference=%s http=%s: %s", result.outcome, reference, result.http_status, result.reason
-        )
+        logger.warning("send %s reference=%s http=%s: %s", result.outcome, reference, result.http_status, result.reason)

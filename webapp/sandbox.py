@@ -166,6 +166,7 @@ class _Due:
     url: str = field(compare=False)
     fields: dict[str, Any] = field(compare=False)
     body_format: str = field(compare=False)
+    generation: int = field(compare=False)
     attempt: int = field(default=1, compare=False)
 
 
@@ -181,6 +182,7 @@ class CallbackDispatcher:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
+        self._generation = 0  # bumped by clear() so posts from before a reset leave no trace
         self._local = threading.local()
         self.attempts: deque[CallbackAttempt] = deque(maxlen=10_000)
 
@@ -189,7 +191,7 @@ class CallbackDispatcher:
             if self._closed:
                 return
             self._start_locked()
-            due = _Due(time.monotonic() + delay, next(self._seq), url, fields, body_format)
+            due = _Due(time.monotonic() + delay, next(self._seq), url, fields, body_format, self._generation)
             heapq.heappush(self._heap, due)
             self._cv.notify()
 
@@ -198,7 +200,9 @@ class CallbackDispatcher:
             return len(self._heap)
 
     def clear(self) -> None:
+        """Drop pending callbacks; a POST already in flight is neither recorded nor retried."""
         with self._cv:
+            self._generation += 1
             self._heap.clear()
             self.attempts.clear()
 
@@ -244,7 +248,10 @@ class CallbackDispatcher:
                 error = f"HTTP {status}"
         except requests.RequestException as exc:
             error = type(exc).__name__
-        self.attempts.append(CallbackAttempt(item.url, item.fields, item.attempt, status, error))
+        with self._cv:
+            if item.generation != self._generation or self._closed:
+                return
+            self.attempts.append(CallbackAttempt(item.url, item.fields, item.attempt, status, error))
         if error is None:
             return
         if item.attempt >= CALLBACK_ATTEMPTS:
@@ -258,7 +265,7 @@ class CallbackDispatcher:
             )
             return
         with self._cv:
-            if self._closed:
+            if self._closed or item.generation != self._generation:
                 return
             retry = dataclasses.replace(
                 item,
