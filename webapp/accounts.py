@@ -1,6 +1,9 @@
 """Teams and users: creating them, checking passwords, throttling failed logins."""
 
+from functools import cache
+
 from sqlalchemy import func, select
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 from webapp.models import Role, Team, User, utcnow
@@ -69,10 +72,19 @@ class LoginThrottle:
         redis_connection().delete(self._key(email))
 
 
+@cache
+def _unknown_user_hash() -> str:
+    """Checked when the email is unknown, so a wrong email takes as long as a wrong password."""
+    return generate_password_hash("unknown user", method="scrypt")
+
+
 def authenticate(email: str, password: str) -> User | None:
     """The active user with this email and password, or None."""
     user = db.session.scalar(select(User).where(User.email == normalize_email(email)))
-    if user is None or user.disabled or not user.check_password(password):
+    if user is None:
+        check_password_hash(_unknown_user_hash(), password)
+        return None
+    if user.disabled or not user.check_password(password):
         return None
     user.last_login_at = utcnow()
     return user

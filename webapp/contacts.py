@@ -109,7 +109,7 @@ def delete_contact(contact_id: int):
     db.session.delete(contact)
     db.session.commit()
     flash(f"{contact.phone} removed from the list.", "success")
-    return redirect(request.form.get("next") or url_for("contacts.show", list_id=contact.list_id))
+    return redirect(url_for("contacts.show", list_id=contact.list_id))
 
 
 @bp.get("/lists/<int:list_id>/export.csv")
