@@ -164,9 +164,7 @@ def test_every_form_field_and_basic_auth_go_on_the_wire():
     ok = http_reply("200 OK", b'{"status": {"code": "200", "msg": ""}, "response": {"status": "Success"}}')
     with RawServer(ok) as server:
         client = MultitelClient(server.url, Credentials("acme", SECRET), timeouts=FAST)
-        result = send(
-            client, text="Hi €", media=PNG, notify_url="https://app.example/hook?t=1", reference="r-9"
-        )
+        result = send(client, text="Hi €", media=PNG, notify_url="https://app.example/hook?t=1", reference="r-9")
     assert result.outcome is Outcome.ACCEPTED and result.unique_id is None
     head, _, body = server.requests[0].partition(b"\r\n\r\n")
     assert head.startswith(b"POST /v3/sendsms HTTP/1.1")
@@ -267,9 +265,7 @@ def test_503_without_retry_after_is_not_sent(client, sandbox):
 
 def test_500_with_the_error_envelope_is_not_sent():
     """The API itself answering 500 with its envelope refused the request: NOT_SENT, cause kept."""
-    with RawServer(
-        http_reply("500 Internal Server Error", envelope("500", "Failed", "Internal error", 9))
-    ) as server:
+    with RawServer(http_reply("500 Internal Server Error", envelope("500", "Failed", "Internal error", 9))) as server:
         result = send(MultitelClient(server.url, Credentials("a", "b"), timeouts=FAST))
     assert result.outcome is Outcome.NOT_SENT
     assert result.cause_code == "9"
@@ -457,9 +453,7 @@ def test_password_never_appears_in_reprs_results_or_logs(sandbox, caplog):
 
 def test_check_connection_accepts_good_credentials_and_sends_nothing(sandbox):
     """The empty form is refused by validation, which proves the credentials passed; nothing is queued."""
-    assert check_connection(sandbox.url, Credentials("acme", SECRET)) == ConnectionCheck(
-        True, "credentials accepted"
-    )
+    assert check_connection(sandbox.url, Credentials("acme", SECRET)) == ConnectionCheck(True, "credentials accepted")
     assert sandbox.state.sends_for() == []
 
 

@@ -98,17 +98,13 @@ def send(client, **fields):
 
 
 def finals(sandbox) -> list[str]:
-    return [
-        entry["final_status"] for entry in requests.get(f"{sandbox.url}/_sandbox/sends", timeout=5).json()
-    ]
+    return [entry["final_status"] for entry in requests.get(f"{sandbox.url}/_sandbox/sends", timeout=5).json()]
 
 
 # --- the API contract ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "auth", [None, ("sandbox", "wrong"), ("nobody", "sandbox")], ids=["none", "password", "user"]
-)
+@pytest.mark.parametrize("auth", [None, ("sandbox", "wrong"), ("nobody", "sandbox")], ids=["none", "password", "user"])
 def test_sendsms_requires_basic_auth(sandbox, auth):
     """No credentials or wrong ones get 401 with a Basic challenge, and nothing is queued."""
     reply = post_send(sandbox, auth=auth)

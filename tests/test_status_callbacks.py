@@ -12,10 +12,7 @@ FORM = "application/x-www-form-urlencoded"
 
 def test_form_body_is_parsed():
     """A form body gives every standard field, typed, and keeps all fields lower-cased."""
-    body = (
-        b"uniqueid=u-1&reference=ref-1&status=DELIVRD&causecode=0&cost=0.030&parts=2"
-        b"&timestamp=2024-01-01T00%3A00Z"
-    )
+    body = b"uniqueid=u-1&reference=ref-1&status=DELIVRD&causecode=0&cost=0.030&parts=2&timestamp=2024-01-01T00%3A00Z"
     parsed = parse_callback(body, FORM)
     assert parsed == ParsedCallback(
         unique_id="u-1",
@@ -39,9 +36,7 @@ def test_form_body_is_parsed():
 
 def test_form_body_with_charset_and_utf8_values():
     """Percent-encoded UTF-8 values are decoded, and a charset parameter is honoured."""
-    parsed = parse_callback(
-        b"UNIQUEID=u&status=failed&error=Num%C3%A9ro+bloqu%C3%A9", f"{FORM}; charset=utf-8"
-    )
+    parsed = parse_callback(b"UNIQUEID=u&status=failed&error=Num%C3%A9ro+bloqu%C3%A9", f"{FORM}; charset=utf-8")
     assert parsed.fields["error"] == "Numéro bloqué" and parsed.state is DeliveryState.FAILED
 
 
@@ -143,10 +138,7 @@ def test_messageid_is_only_a_fallback_for_uniqueid():
 @pytest.mark.parametrize(
     ("word", "state"),
     [
-        *[
-            (w, DeliveryState.DELIVERED)
-            for w in ["delivered", "DELIVRD", "Delivered", "DELIVERED", "success"]
-        ],
+        *[(w, DeliveryState.DELIVERED) for w in ["delivered", "DELIVRD", "Delivered", "DELIVERED", "success"]],
         *[
             (w, DeliveryState.FAILED)
             for w in [
@@ -176,10 +168,7 @@ def test_messageid_is_only_a_fallback_for_uniqueid():
                 "en-route",
             ]
         ],
-        *[
-            (w, DeliveryState.UNKNOWN)
-            for w in ["UNKNOWN", "read", "8", "1", "", None, "partially delivered?"]
-        ],
+        *[(w, DeliveryState.UNKNOWN) for w in ["UNKNOWN", "read", "8", "1", "", None, "partially delivered?"]],
     ],
 )
 def test_map_status_vocabulary(word, state):

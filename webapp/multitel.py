@@ -203,9 +203,9 @@ class MultitelClient:
         if reference:
             form["reference"] = reference
         body = urlencode(form).encode("ascii")
-        adapter, template = self._thread_state()
         started = time.perf_counter()
         try:
+            adapter, template = self._thread_state()
             request = template.copy()
             request.body = body
             request.headers["Content-Length"] = str(len(body))

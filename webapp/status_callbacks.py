@@ -94,7 +94,10 @@ _MAX_BODY = 1024 * 1024  # callbacks are small; anything larger is not one
 
 @dataclass(frozen=True)
 class ParsedCallback:
-    """What one callback says, with every field it carried (keys lower-cased) for the raw log."""
+    """What one callback says, with every field it carried for the raw log.
+
+    `fields` keys are lower-cased; a value nested one level down is keyed "parent.child".
+    """
 
     unique_id: str | None
     reference: str | None
