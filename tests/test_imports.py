@@ -286,3 +286,10 @@ def test_other_team_cannot_see_the_import(app, client, editor, auth):
         assert client.get(f"/imports/{imp.id}{path}").status_code == 404
     with app.app_context():
         assert db.session.scalar(select(func.count(ContactList.id))) == 1
+
+
+def test_field_values_survive_exactly(app, client, editor):
+    """Backslashes, quotes, tabs, newlines and emoji in fields are stored exactly (COPY's escaping on PostgreSQL)."""
+    tricky = 'C:\\path "quoted"\tend\nnext line 😀 \\N'
+    imp = _import(app, client, _csv_bytes([[tricky, "+14155552671", "\\"]]))
+    assert _contacts(app, imp.list_id) == {"+14155552671": {"name": tricky, "city": "\\"}}

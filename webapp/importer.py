@@ -11,12 +11,14 @@ Duplicates: the first row with a number wins; later rows with the same number, a
 number is already in the target list, are counted and listed as duplicates.
 """
 
+import gc
 import json
 import logging
 import queue
 import secrets
 import threading
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
 
 from flask import current_app
@@ -232,6 +234,17 @@ class _RowImporter:
     def run(self) -> None:
         self.imp.total_rows = count_records(self.path, self.fmt)
         db.session.commit()
+        # The loop makes no reference cycles, and with Flask and SQLAlchemy loaded every full
+        # collection walks hundreds of thousands of objects: pausing the collector is ~5% faster.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._read_all()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _read_all(self) -> None:
         with _BatchWriter(self.import_id, self.team_id, self.list_id) as writer:
             for line, record in iter_records(self.path, self.fmt):
                 self._row(line, record)
@@ -358,10 +371,9 @@ def _write_contacts(team_id: int, list_id: int, import_id: int, rows: list[tuple
         # more than parsing the row. JSON never holds a raw tab or newline, so only \ needs escaping.
         prefix = f"{team_id}\t{list_id}\t{import_id}\t"
         suffix = f"\t{now.isoformat(' ')}\n"
-        dumps = json.dumps
         text = "".join(
             f"{prefix}{phone}\t{region or NULL}\t{number_type}\t"
-            f"{dumps(attributes, ensure_ascii=False).replace(BACKSLASH, DOUBLE_BACKSLASH)}\t{line}{suffix}"
+            f"{_json_object(attributes).replace(BACKSLASH, DOUBLE_BACKSLASH)}\t{line}{suffix}"
             for phone, region, number_type, attributes, line in rows
         )
         columns = "team_id, list_id, import_id, phone, region, number_type, attributes, source_line, created_at"
@@ -377,3 +389,9 @@ def _write_contacts(team_id: int, list_id: int, import_id: int, rows: list[tuple
 
 
 NULL, BACKSLASH, DOUBLE_BACKSLASH = "\\N", "\\", "\\\\"
+
+
+def _json_object(attributes: dict[str, str]) -> str:
+    """json.dumps(attributes, ensure_ascii=False) for a flat dict of strings, in a third of the time."""
+    return "{" + ", ".join(f"{encode_basestring(key)}: {encode_basestring(value)}"
+                           for key, value in attributes.items()) + "}"
