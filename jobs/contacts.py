@@ -1,5 +1,7 @@
 """Jobs for contacts."""
 
+from rq import get_current_job
+
 from jobs import with_app
 from webapp import importer
 
@@ -7,4 +9,12 @@ from webapp import importer
 @with_app
 def import_contacts(import_id: int) -> None:
     """Stream an uploaded file into its list (webapp.importer.run_import has the rules)."""
-    importer.run_import(import_id)
+    job = get_current_job()
+    importer.run_import(import_id, job.id if job else None)
+
+
+@with_app
+def import_stopped(job, connection, error_type, value, traceback) -> None:
+    """RQ's failure callback, also called for a job whose worker was killed: make the import say so."""
+    importer.mark_stopped(job.args[0], "The worker stopped during the import (it was killed or ran out of "
+                                       "time). Contacts committed before are kept and counted.")

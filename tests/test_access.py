@@ -100,6 +100,7 @@ def teams(app):
         team_b = make_team("Team B")
         ids = _ids_of(team_a)
         make_user(team_a, Role.VIEWER, "viewer-a@example.com")
+        make_user(team_a, Role.OWNER, "owner-a@example.com")
         make_user(team_b, Role.OWNER, "owner-b@example.com")
     return ids
 
@@ -117,6 +118,16 @@ def test_other_team_gets_404(client, auth, teams, rule):
     for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
         response = client.open(url, method=method)
         assert response.status_code == 404, f"{method} {url} answered {response.status_code}"
+
+
+@pytest.mark.parametrize("rule", ID_RULES, ids=lambda rule: f"{rule.endpoint}")
+def test_own_team_reaches_its_rows(client, auth, teams, rule):
+    """The control for the test above: team A's owner is not refused its own rows, so 404 means scoping."""
+    auth.login("owner-a@example.com")
+    url = _url(rule, teams)
+    for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+        response = client.open(url, method=method)
+        assert response.status_code != 404, f"{method} {url} answered 404 to its own team"
 
 
 @pytest.mark.parametrize("rule", CHANGE_RULES, ids=lambda rule: f"{rule.endpoint}")

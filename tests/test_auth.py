@@ -1,5 +1,7 @@
 """Signing in and out, throttling, cookies and CSRF."""
 
+import pytest
+
 from tests.factories import PASSWORD, make_team, make_user
 from webapp import create_app
 from webapp.models import Role
@@ -85,11 +87,20 @@ def test_production_cookies_are_secure(app_config, monkeypatch):
     assert app.config["SESSION_COOKIE_SECURE"] is True
 
 
-def test_next_only_follows_local_paths(app, client):
-    """?next= cannot send a user to another site after login."""
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "/\t/evil.example", "https://evil.example"])
+def test_next_only_follows_local_paths(app, client, target):
+    """?next= cannot send a user to another site after login, however the URL is disguised."""
     _user(app)
-    response = client.post("/login?next=//evil.example/x", data={"email": "ann@example.com", "password": PASSWORD})
+    response = client.post("/login", query_string={"next": target},
+                           data={"email": "ann@example.com", "password": PASSWORD})
     assert response.headers["Location"] == "/"
+
+
+def test_next_follows_a_local_path(app, client):
+    """?next= brings the user back to the page they asked for."""
+    _user(app)
+    response = client.post("/login?next=/lists", data={"email": "ann@example.com", "password": PASSWORD})
+    assert response.headers["Location"] == "/lists"
 
 
 def test_csrf_token_is_required(app_config):

@@ -44,6 +44,17 @@ def test_unknown_status_is_kept_not_dropped(app, client):
     assert (row.state, row.raw_status) == ("unknown", "WEIRD")
 
 
+def test_oversized_and_nul_values_are_still_stored(app, client):
+    """A 300-character id or a NUL byte can't make the callback fail to store (PostgreSQL is strict)."""
+    team_id, token = _team(app)
+    response = client.post(f"/callbacks/multitel/{team_id}/{token}",
+                           data=f"uniqueid={'u' * 300}&status=DELIVRD&note=a%00b".encode(),
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200
+    [row] = _callbacks(app, team_id)
+    assert row.unique_id == "u" * 100 and "\x00" not in row.body and "DELIVRD" in row.body
+
+
 def test_query_string_callback(app, client):
     """A callback sent as a GET with a query string is accepted too."""
     team_id, token = _team(app)

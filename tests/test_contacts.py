@@ -88,3 +88,9 @@ def test_create_empty_list(app, client, filled_list):
     assert "already exists" in again.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(select(func.count(ContactList.id))) == 2
+
+
+def test_search_treats_wildcards_literally(client, filled_list):
+    """% and _ in a search are ordinary characters."""
+    assert "0 contacts" in client.get(f"/lists/{filled_list}?q=%25").get_data(as_text=True)
+    assert "0 contacts" in client.get(f"/lists/{filled_list}?q=_").get_data(as_text=True)

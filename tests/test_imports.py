@@ -238,19 +238,90 @@ def test_failure_midway_is_visible_and_counts_match(app, client, editor, monkeyp
 
 
 def test_job_is_safe_to_run_twice(app, client, editor):
-    """Running the job again after it finished changes nothing; after a crash it starts over cleanly."""
-    imp = _import(app, client, _csv_bytes(ROWS))
+    """After a crashed run the job starts over cleanly; once done, running it again changes nothing."""
+    import_id = _import_id(_upload(client, _csv_bytes(ROWS)))
+    _start(client, import_id)
     with app.app_context():
-        importer.run_import(imp.id)
-        assert db.session.scalar(select(func.count(Contact.id))) == 3
-        crashed = db.session.get(ContactImport, imp.id)
-        crashed.status = "running"  # as if the worker died mid-way
-        crashed.accepted = 2
+        crashed = db.session.get(ContactImport, import_id)
+        crashed.status = "running"  # as if the worker died after its first batch
+        crashed.accepted = crashed.rows_done = 1
+        db.session.add(Contact(team_id=crashed.team_id, list_id=crashed.list_id, import_id=import_id,
+                               phone="+14155552671"))
         db.session.commit()
-        importer.run_import(imp.id)
-        again = db.session.get(ContactImport, imp.id)
+        importer.run_import(import_id, job_id="another-job")  # a stray duplicate job leaves it alone
+        assert db.session.get(ContactImport, import_id).accepted == 1
+        importer.run_import(import_id)
+        again = db.session.get(ContactImport, import_id)
         assert (again.status, again.accepted, again.rows_done) == ("done", 3, 3)
+        importer.run_import(import_id)
         assert db.session.scalar(select(func.count(Contact.id))) == 3
+        assert not importer.upload_path(again).exists()  # personal data is not kept once final
+    run_jobs(app)  # the queued job finds the import done and does nothing
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Contact.id))) == 3
+
+
+def test_second_click_starts_one_job(app, client, editor):
+    """Submitting the mapping twice queues one job; the second submit just shows the import."""
+    import_id = _import_id(_upload(client, _csv_bytes(ROWS)))
+    assert _start(client, import_id).status_code == 302
+    assert _start(client, import_id).status_code == 302
+    from webapp.queue import get_queue
+
+    with app.app_context():
+        assert get_queue("imports").count == 1
+
+
+def test_one_import_at_a_time_per_list(app, client, editor):
+    """A second import into a list whose import is still queued is refused with the reason."""
+    first = _import_id(_upload(client, _csv_bytes(ROWS)))
+    _start(client, first)
+    with app.app_context():
+        list_id = db.session.get(ContactImport, first).list_id
+    second = _import_id(_upload(client, _csv_bytes(ROWS)))
+    response = _start(client, second, list_id=list_id)
+    assert response.status_code == 409
+    assert "Another import into this list is still running" in response.get_data(as_text=True)
+    deleted = client.post(f"/lists/{list_id}/delete", follow_redirects=True)
+    assert "still running" in deleted.get_data(as_text=True)
+    run_jobs(app)
+    assert _start(client, second, list_id=list_id).status_code == 302
+
+
+def test_a_killed_worker_is_reported(app, client, editor):
+    """The job carries a failure callback that turns a stuck 'running' import into a visible failure."""
+    from rq.job import Job
+
+    from jobs.contacts import import_stopped
+    from webapp.queue import redis_connection
+
+    import_id = _import_id(_upload(client, _csv_bytes(ROWS)))
+    _start(client, import_id)
+    with app.app_context():
+        job = Job.fetch(db.session.get(ContactImport, import_id).job_id, connection=redis_connection())
+        assert job.failure_callback is import_stopped
+        import_stopped(job, None, None, None, None)
+        stopped = db.session.get(ContactImport, import_id)
+        assert stopped.status == "failed" and "worker stopped" in stopped.error
+    assert "worker stopped during the import" in client.get(f"/imports/{import_id}").get_data(as_text=True)
+
+
+def test_remove_contacts_of_a_finished_import(app, client, editor):
+    """'Remove' takes out exactly the import's contacts and the page says so afterwards."""
+    imp = _import(app, client, _csv_bytes(ROWS))
+    client.post(f"/imports/{imp.id}/remove-contacts")
+    assert _contacts(app, imp.list_id) == {}
+    page = client.get(f"/imports/{imp.id}").get_data(as_text=True)
+    assert "The 3 contacts it added were removed" in page and "Remove the" not in page
+
+
+def test_mapping_page_survives_a_vanished_file(app, client, editor):
+    """If the stored file is gone the mapping page says so instead of failing."""
+    import_id = _import_id(_upload(client, _csv_bytes(ROWS)))
+    with app.app_context():
+        importer.upload_path(db.session.get(ContactImport, import_id)).unlink()
+    page = client.get(f"/imports/{import_id}")
+    assert page.status_code == 400 and "no longer on the server" in page.get_data(as_text=True)
 
 
 def test_cancelled_import_does_not_run(app, client, editor):

@@ -16,7 +16,7 @@ def team(app, auth):
     with app.app_context():
         team = make_team("Acme")
         make_user(team, Role.EDITOR, "ed@example.com")
-        ids = team.id, team.callback_token
+        ids = team.id, team.inbound_token
     auth.login("ed@example.com")
     return ids
 
@@ -108,3 +108,30 @@ def test_opt_out_is_per_team(app, client, team):
         assert is_suppressed(team_id, "+14155552671")
         assert not is_suppressed(other.id, "+14155552671")
         assert db.session.get(Team, team_id).name == "Acme"
+
+
+def test_start_keeps_opt_outs_recorded_by_hand(app, client, team):
+    """START by text message never lifts an opt-out that a person recorded by hand."""
+    team_id, token = team
+    client.post("/opt-outs/", data={"phone": "+14155552671", "note": "asked by phone"})
+    client.post(f"/callbacks/inbound/{team_id}/{token}", data={"from": "+14155552671", "text": "START"})
+    assert _phones(app, team_id) == {"+14155552671"}
+
+
+def test_the_notify_token_does_not_open_the_inbound_webhook(app, client, team):
+    """The notify URL travels with every message, so its token is refused for inbound messages."""
+    team_id, _ = team
+    with app.app_context():
+        notify_token = db.session.get(Team, team_id).callback_token
+    stop = {"from": "+14155552671", "text": "STOP"}
+    response = client.post(f"/callbacks/inbound/{team_id}/{notify_token}", data=stop)
+    assert response.status_code == 404
+
+
+def test_repeated_stop_is_harmless(app, client, team):
+    """The provider retrying a STOP changes nothing after the first one."""
+    team_id, token = team
+    for _ in range(3):
+        assert client.post(f"/callbacks/inbound/{team_id}/{token}",
+                           data={"from": "+14155552671", "text": "STOP"}).status_code == 200
+    assert _phones(app, team_id) == {"+14155552671"}

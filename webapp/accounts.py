@@ -44,9 +44,11 @@ def create_user(team: Team, email: str, password: str, role: Role | str = Role.E
 
 
 class LoginThrottle:
-    """Counts failed logins per email in Redis and locks the email out for a while after too many.
+    """Counts login attempts per email in Redis and locks the email out for a while after too many.
 
-    Counted per email (not per user row) so probing unknown addresses is throttled the same way.
+    Every attempt is counted before the password is checked (a success clears the count), so
+    parallel guesses can't slip past the limit. Counted per email, not per user row, so probing
+    unknown addresses is throttled the same way.
     """
 
     def __init__(self, max_failures: int, lock_seconds: int):
@@ -57,16 +59,14 @@ class LoginThrottle:
     def _key(email: str) -> str:
         return f"login-failures:{normalize_email(email)}"
 
-    def is_locked(self, email: str) -> bool:
-        count = redis_connection().get(self._key(email))
-        return count is not None and int(count) >= self.max_failures
-
-    def record_failure(self, email: str) -> None:
+    def allow_attempt(self, email: str) -> bool:
+        """Count this attempt; False once the email has had max_failures attempts without success."""
         key = self._key(email)
         pipe = redis_connection().pipeline()
         pipe.incr(key)
         pipe.expire(key, self.lock_seconds)
-        pipe.execute()
+        count, _ = pipe.execute()
+        return count <= self.max_failures
 
     def reset(self, email: str) -> None:
         redis_connection().delete(self._key(email))
@@ -84,7 +84,7 @@ def authenticate(email: str, password: str) -> User | None:
     if user is None:
         check_password_hash(_unknown_user_hash(), password)
         return None
-    if user.disabled or not user.check_password(password):
+    if not user.check_password(password) or user.disabled:
         return None
     user.last_login_at = utcnow()
     return user

@@ -1,5 +1,7 @@
 """Logging in and out."""
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
@@ -22,8 +24,15 @@ def _throttle() -> LoginThrottle:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only follow a local path after login, never another site."""
-    if target and target.startswith("/") and not target.startswith("//"):
+    """Only follow a local path after login, never another site (browsers read /\\x as //x)."""
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and all(ch.isprintable() and not ch.isspace() for ch in target)
+        and not urlsplit(target).netloc
+    ):
         return target
     return url_for("dashboard.index")
 
@@ -37,13 +46,12 @@ def login():
     if form.validate_on_submit():
         throttle = _throttle()
         email = form.email.data
-        if throttle.is_locked(email):
+        if not throttle.allow_attempt(email):
             minutes = max(1, current_app.config["LOGIN_LOCK_SECONDS"] // 60)
             flash(f"Too many failed attempts. Try again in {minutes} minutes.", "error")
             return render_template("auth/login.html", form=form), 429
         user = authenticate(email, form.password.data)
         if user is None:
-            throttle.record_failure(email)
             flash("Wrong email or password, or the account is disabled.", "error")
             return render_template("auth/login.html", form=form), 401
         throttle.reset(email)

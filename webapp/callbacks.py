@@ -25,11 +25,18 @@ def notify_url(team: Team) -> str:
     return current_app.config["PUBLIC_BASE_URL"] + path
 
 
-def team_for(team_id: int, token: str) -> Team:
+def team_for(team_id: int, token: str, kind: str = "callback") -> Team:
+    """The team whose `kind` token ('callback' or 'inbound') this is, compared in constant time; else 404."""
     team = db.session.get(Team, team_id)
-    if team is None or not hmac.compare_digest(team.callback_token.encode(), token.encode()):
+    expected = getattr(team, f"{kind}_token", None) if team else None
+    if expected is None or not hmac.compare_digest(expected.encode(), token.encode()):
         abort(404)
     return team
+
+
+def _text(value: str | None, length: int) -> str | None:
+    """Fit a parsed value into its column; PostgreSQL refuses what is longer, and NUL anywhere."""
+    return None if value is None else value.replace("\x00", "")[:length]
 
 
 def raw_body() -> bytes:
@@ -48,14 +55,15 @@ def status(team_id: int, token: str):
     db.session.add(
         ProviderCallback(
             team_id=team.id,
-            content_type=(request.content_type or "")[:200],
-            query_string=query,
-            body=body.decode("utf-8", "replace"),
-            unique_id=parsed.unique_id,
-            reference=parsed.reference,
+            content_type=_text(request.content_type or "", 200),
+            query_string=_text(query, 100_000),
+            # Kept as text for people to read; NUL is the one character PostgreSQL text can't hold.
+            body=_text(body.decode("utf-8", "replace"), MAX_CALLBACK_BYTES),
+            unique_id=_text(parsed.unique_id, 100),
+            reference=_text(parsed.reference, 100),
             state=parsed.state.value,
-            raw_status=parsed.raw_status,
-            cause_code=parsed.cause_code,
+            raw_status=_text(parsed.raw_status, 100),
+            cause_code=_text(parsed.cause_code, 100),
         )
     )
     db.session.commit()
@@ -64,7 +72,7 @@ def status(team_id: int, token: str):
 
 def inbound_url(team: Team) -> str:
     """Where the provider should post the team's inbound messages (set up once at MultiTEL)."""
-    path = url_for("callbacks.inbound", team_id=team.id, token=team.callback_token)
+    path = url_for("callbacks.inbound", team_id=team.id, token=team.inbound_token)
     return current_app.config["PUBLIC_BASE_URL"] + path
 
 
@@ -73,7 +81,7 @@ def inbound(team_id: int, token: str):
     """An inbound SMS: stored raw; STOP and its synonyms add the sender to the opt-outs."""
     from webapp.optouts import record_inbound
 
-    team = team_for(team_id, token)
+    team = team_for(team_id, token, "inbound")
     record_inbound(team, raw_body(), request.content_type, request.query_string.decode("utf-8", "replace"))
     db.session.commit()
     return "OK", 200, {"Content-Type": "text/plain"}

@@ -48,7 +48,8 @@ def users_group():
 
 @users_group.command("create")
 @click.option("--email", required=True)
-@click.option("--password", required=True, help="At least 10 characters.")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="At least 10 characters; asked for when left out, so it stays out of the shell history.")
 @click.option("--team", required=True, help="Team name; created when it doesn't exist.")
 @click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.EDITOR.value, show_default=True)
 @with_appcontext

@@ -5,8 +5,10 @@ SECRET_KEY, DATABASE_URL, REDIS_URL and PUBLIC_BASE_URL; development makes what 
 in the instance folder, so a fresh checkout runs with no setup at all.
 """
 
+import json
 import os
 import secrets
+from functools import partial
 from pathlib import Path
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:5001"
@@ -58,7 +60,9 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "PROXY_COUNT": int(_env("PROXY_COUNT", "0")),
         "LOGIN_MAX_FAILURES": int(_env("LOGIN_MAX_FAILURES", "5")),
         "LOGIN_LOCK_SECONDS": int(_env("LOGIN_LOCK_SECONDS", "900")),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Field values stored as written (é, not \u00e9), so search finds them on every database.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True,
+                                      "json_serializer": partial(json.dumps, ensure_ascii=False)},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,

@@ -5,11 +5,13 @@ from datetime import datetime
 from flask import Blueprint, Response, flash, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import String, cast, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.utils import secure_filename
 
 from webapp.access import team_get_or_404, team_select
 from webapp.csvfiles import stream_csv
 from webapp.extensions import db
+from webapp.importer import active_import_into
 from webapp.models import Contact, ContactList, Suppression
 
 bp = Blueprint("contacts", __name__)
@@ -49,11 +51,14 @@ def create_list():
     name = request.form.get("name", "").strip()[:200]
     if not name:
         flash("Give the list a name.", "error")
-    elif db.session.scalar(team_select(ContactList).where(ContactList.name == name)):
-        flash(f"A list named {name!r} already exists.", "error")
-    else:
+        return redirect(url_for("contacts.lists"))
+    try:
         db.session.add(ContactList(team_id=current_user.team_id, name=name))
         db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        flash(f"A list named {name!r} already exists.", "error")
+    else:
         flash(f"List {name!r} created.", "success")
     return redirect(url_for("contacts.lists"))
 
@@ -67,8 +72,9 @@ def show(list_id: int):
     page = max(1, request.args.get("page", 1, type=int))
     statement = select(Contact).where(Contact.list_id == contact_list.id, Contact.team_id == contact_list.team_id)
     if query:
-        pattern = f"%{query}%"
-        statement = statement.where(or_(Contact.phone.ilike(pattern), cast(Contact.attributes, String).ilike(pattern)))
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        statement = statement.where(or_(Contact.phone.ilike(pattern, escape="\\"),
+                                        cast(Contact.attributes, String).ilike(pattern, escape="\\")))
     total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
     contacts = db.session.scalars(
         statement.order_by(Contact.id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
@@ -94,6 +100,9 @@ def _field_names(contacts: list[Contact]) -> list[str]:
 def delete_list(list_id: int):
     """Delete a list and its contacts (opt-outs are kept: they belong to the team)."""
     contact_list = team_get_or_404(ContactList, list_id)
+    if active_import_into(contact_list.id):
+        flash("An import into this list is still running; stop it or wait for it before deleting the list.", "error")
+        return redirect(url_for("contacts.show", list_id=list_id))
     db.session.execute(db.delete(Contact).where(Contact.list_id == contact_list.id))
     db.session.delete(contact_list)
     db.session.commit()

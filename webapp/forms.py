@@ -3,7 +3,7 @@
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DecimalField, EmailField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, Length, NumberRange
+from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange
 
 from webapp.models import Role
 
@@ -33,7 +33,7 @@ class ProviderSettingsForm(FlaskForm):
     # Write-only: the page never shows the stored password; leaving it empty keeps it.
     api_password = PasswordField("API password", validators=[Length(max=200)])
     price_per_part = DecimalField("Price per message part", places=5,
-                                  validators=[DataRequired(), NumberRange(min=0, max=100)])
+                                  validators=[InputRequired(), NumberRange(min=0, max=100)])
     currency = StringField("Currency", validators=[DataRequired(), Length(min=3, max=3)])
     default_country = SelectField("Default country for numbers without +", validators=[DataRequired()])
 

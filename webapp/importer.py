@@ -22,6 +22,7 @@ from json.encoder import encode_basestring
 from pathlib import Path
 
 from flask import current_app
+from redis.exceptions import RedisError
 from sqlalchemy import delete, insert, select, update
 from werkzeug.datastructures import FileStorage
 
@@ -35,6 +36,7 @@ from webapp.queue import get_queue
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 5000
+PREVIEW_ROWS = 10
 MAX_RAW_CELL = 500  # a rejected row is kept for the report, each cell cut to this many characters
 COPY_CHUNK = 1024 * 1024
 
@@ -74,12 +76,15 @@ def store_upload(upload: FileStorage, team_id: int, user_id: int, default_countr
         if size == 0:
             raise CsvProblem("The file is empty.")
         fmt = sniff(path)
-        headers, rows = read_preview(path, fmt, rows=1)
+        headers, rows = read_preview(path, fmt, rows=PREVIEW_ROWS)  # what the mapping page will show
         if not rows:
             raise CsvProblem("The file has a header row but no data rows.")
     except CsvProblem as problem:
         path.unlink(missing_ok=True)
         raise UploadProblem(problem.message) from problem
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     contact_import = ContactImport(
         team_id=team_id, created_by_id=user_id, filename=Path(upload.filename).name[:255] or "upload.csv",
         stored_name=stored_name, size_bytes=size, default_country=default_country,
@@ -111,8 +116,14 @@ def _apply_format(contact_import: ContactImport, fmt: FileFormat, headers: list[
     contact_import.phone_column = guess_phone_column(headers)
 
 
-def preview(contact_import: ContactImport, rows: int = 10) -> list[list[str]]:
-    return read_preview(upload_path(contact_import), file_format(contact_import), rows=rows)[1]
+def preview(contact_import: ContactImport) -> list[list[str]]:
+    """The first rows for the mapping page; raises UploadProblem when the file can't be read any more."""
+    try:
+        return read_preview(upload_path(contact_import), file_format(contact_import), rows=PREVIEW_ROWS)[1]
+    except CsvProblem as problem:
+        raise UploadProblem(problem.message) from problem
+    except FileNotFoundError as error:
+        raise UploadProblem("The uploaded file is no longer on the server; upload it again.") from error
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,21 @@ class Mapping:
 
 
 def start_import(contact_import: ContactImport, mapping: Mapping) -> None:
-    """Record the mapping, create the list if asked, and queue the import job."""
+    """Record the mapping, create the list if asked, and queue the import job; raises UploadProblem.
+
+    One import at a time per list: two would dedupe against the list as it was before either ran.
+    """
+    if mapping.list_id is not None and active_import_into(mapping.list_id):
+        raise UploadProblem("Another import into this list is still running; start this one when it is done.")
+    claimed = db.session.execute(
+        update(ContactImport).where(ContactImport.id == contact_import.id,
+                                    ContactImport.status == ImportStatus.UPLOADED)
+        .values(status=ImportStatus.QUEUED)
+    ).rowcount
+    if not claimed:  # a second click, or another tab
+        db.session.rollback()
+        raise UploadProblem("This import has already been started.")
+    db.session.refresh(contact_import)
     if mapping.list_id is None:
         contact_list = ContactList(team_id=contact_import.team_id, name=mapping.new_list_name)
         db.session.add(contact_list)
@@ -138,44 +163,87 @@ def start_import(contact_import: ContactImport, mapping: Mapping) -> None:
     contact_import.phone_column = mapping.phone_column
     contact_import.field_columns = sorted(set(mapping.field_columns) - {mapping.phone_column})
     contact_import.default_country = mapping.default_country
-    contact_import.status = ImportStatus.QUEUED
     db.session.commit()
-    from jobs.contacts import import_contacts
+    from rq import Callback
 
-    job = get_queue("imports").enqueue(import_contacts, contact_import.id, job_timeout=6 * 3600)
+    from jobs.contacts import import_contacts, import_stopped
+
+    try:
+        job = get_queue("imports").enqueue(import_contacts, contact_import.id, job_timeout=6 * 3600,
+                                           on_failure=Callback(import_stopped))
+    except RedisError as error:
+        contact_import.status = ImportStatus.UPLOADED
+        db.session.commit()
+        raise UploadProblem("The job queue can't be reached right now; try again in a minute.") from error
     contact_import.job_id = job.id
     db.session.commit()
 
 
+def active_import_into(list_id: int) -> ContactImport | None:
+    """The queued or running import into this list, if any."""
+    return db.session.scalar(select(ContactImport).where(
+        ContactImport.list_id == list_id, ContactImport.status.in_([ImportStatus.QUEUED, ImportStatus.RUNNING])))
+
+
 def cancel_import(contact_import: ContactImport) -> bool:
-    """Ask a queued or running import to stop after its current batch."""
-    if contact_import.status_enum.is_final or contact_import.status == ImportStatus.UPLOADED:
-        return False
-    contact_import.status = ImportStatus.CANCELLED
-    contact_import.finished_at = utcnow()
+    """Stop a queued or running import. On PostgreSQL this waits for a batch being committed (it holds
+    the import's row), so once it returns no further batch lands."""
+    stopped = db.session.execute(
+        update(ContactImport).where(ContactImport.id == contact_import.id,
+                                    ContactImport.status.in_([ImportStatus.QUEUED, ImportStatus.RUNNING]))
+        .values(status=ImportStatus.CANCELLED, finished_at=utcnow())
+    ).rowcount
     db.session.commit()
-    return True
+    return bool(stopped)
+
+
+def mark_stopped(import_id: int, message: str) -> None:
+    """The worker died or timed out mid-import (RQ's failure callback): say so instead of 'running' for ever."""
+    db.session.execute(
+        update(ContactImport).where(ContactImport.id == import_id,
+                                    ContactImport.status.in_([ImportStatus.QUEUED, ImportStatus.RUNNING]))
+        .values(status=ImportStatus.FAILED, error=message, finished_at=utcnow())
+    )
+    db.session.commit()
 
 
 def remove_imported_contacts(contact_import: ContactImport) -> int:
-    """Delete the contacts this import added (after a failure, or to undo it)."""
-    result = db.session.execute(delete(Contact).where(Contact.import_id == contact_import.id))
+    """Delete the contacts a failed or cancelled import added, and record how many."""
+    removed = db.session.execute(delete(Contact).where(Contact.import_id == contact_import.id)).rowcount
+    contact_import.removed += removed
     db.session.commit()
-    return result.rowcount
+    return removed
 
 
-def run_import(import_id: int) -> None:
-    """The job's body: import every row, or record why not. Safe to run twice."""
+def run_import(import_id: int, job_id: str | None = None) -> None:
+    """The job's body: import every row, or record why not. Safe to run twice.
+
+    A RUNNING import is started over only by its own job (RQ re-running it after a crash) or by a
+    direct call (job_id None); any other job leaves it alone.
+    """
     contact_import = db.session.get(ContactImport, import_id)
     if contact_import is None or contact_import.status_enum.is_final:
         return
     if contact_import.status == ImportStatus.RUNNING:
+        if job_id is not None and job_id != contact_import.job_id:
+            return
         _forget_partial_run(contact_import)
+    else:
+        claimed = db.session.execute(
+            update(ContactImport).where(ContactImport.id == import_id, ContactImport.status == ImportStatus.QUEUED)
+            .values(status=ImportStatus.RUNNING)
+        ).rowcount
+        if not claimed:
+            db.session.rollback()  # cancelled (or started elsewhere) meanwhile
+            return
+        db.session.refresh(contact_import)
     contact_import.status = ImportStatus.RUNNING
     contact_import.started_at = utcnow()
     contact_import.error = None
     db.session.commit()
     try:
+        if contact_import.list_id is None:
+            raise CsvProblem("The list was deleted before the import could run.")
         _RowImporter(contact_import).run()
     except CsvProblem as problem:
         _fail(import_id, problem.message)
@@ -183,6 +251,15 @@ def run_import(import_id: int) -> None:
         _fail(import_id, f"The import stopped unexpectedly ({type(error).__name__}). Contacts committed "
                          "before the failure are kept and counted.")
         raise
+    finally:
+        _discard_file_when_final(import_id)
+
+
+def _discard_file_when_final(import_id: int) -> None:
+    """The uploaded file holds personal data: keep it only while the import may still need it."""
+    contact_import = db.session.get(ContactImport, import_id)
+    if contact_import is not None and contact_import.status_enum.is_final:
+        upload_path(contact_import).unlink(missing_ok=True)
 
 
 def _fail(import_id: int, message: str) -> None:
@@ -341,14 +418,19 @@ class _BatchWriter:
                         self._commit(*batch)
             except BaseException as error:  # noqa: BLE001 - handed to the reading thread
                 self.error, self.stopped = error, True
-                db.session.rollback()
-                while self.batches.get() is not self._DONE:  # let the reader finish handing over
-                    pass
+                try:
+                    db.session.rollback()
+                finally:
+                    while self.batches.get() is not self._DONE:  # let the reader finish handing over
+                        pass
             finally:
                 db.session.remove()
 
     def _commit(self, contacts: list[tuple], issues: list[dict], counts: dict) -> None:
-        status = db.session.scalar(select(ContactImport.status).where(ContactImport.id == self.import_id))
+        # FOR UPDATE: a cancel waits for this batch instead of slipping in between check and commit.
+        status = db.session.scalar(
+            select(ContactImport.status).where(ContactImport.id == self.import_id).with_for_update()
+        )
         if status != ImportStatus.RUNNING:
             db.session.rollback()
             self.stopped = True

@@ -80,9 +80,13 @@ def show(import_id: int):
 
 
 def _mapping_page(contact_import: ContactImport, errors: list[str] | None = None, status: int = 200):
+    try:
+        rows = importer.preview(contact_import)
+    except importer.UploadProblem as problem:
+        rows, errors, status = [], [*(errors or []), str(problem)], 400
     lists = db.session.scalars(team_select(ContactList).order_by(ContactList.name)).all()
     return render_template(
-        "imports/mapping.html", imp=contact_import, rows=importer.preview(contact_import), lists=lists,
+        "imports/mapping.html", imp=contact_import, rows=rows, lists=lists,
         fields=field_names(contact_import.headers), countries=COUNTRY_CHOICES, delimiters=DELIMITER_NAMES,
         errors=errors or [],
     ), status
@@ -107,11 +111,18 @@ def delimiter(import_id: int):
 @login_required
 def start(import_id: int):
     """Confirm the mapping and queue the import."""
-    contact_import = _uploaded(import_id)
+    contact_import = team_get_or_404(ContactImport, import_id)
+    if contact_import.status != ImportStatus.UPLOADED:  # a second click: show what the first one started
+        return redirect(url_for("imports.show", import_id=import_id))
     mapping, errors = _read_mapping(contact_import)
     if errors:
         return _mapping_page(contact_import, errors, 400)
-    importer.start_import(contact_import, mapping)
+    try:
+        importer.start_import(contact_import, mapping)
+    except importer.UploadProblem as problem:
+        if contact_import.status != ImportStatus.UPLOADED:
+            return redirect(url_for("imports.show", import_id=import_id))
+        return _mapping_page(contact_import, [str(problem)], 409)
     return redirect(url_for("imports.show", import_id=import_id))
 
 
@@ -130,7 +141,7 @@ def _read_mapping(contact_import: ContactImport) -> tuple[importer.Mapping | Non
     if not phone.isdigit() or int(phone) >= width:
         errors.append("Choose the column that holds the phone numbers.")
     fields = [int(value) for value in form.getlist("field_columns") if value.isdigit() and int(value) < width]
-    list_id, new_name = None, form.get("new_list_name", "").strip()
+    list_id, new_name = None, form.get("new_list_name", "").strip()[:200]
     if form.get("list_id", "new") == "new":
         if not new_name:
             errors.append("Name the new list, or choose an existing one.")
@@ -146,7 +157,7 @@ def _read_mapping(contact_import: ContactImport) -> tuple[importer.Mapping | Non
         errors.append("Choose the default country for numbers written without +.")
     if errors:
         return None, errors
-    return importer.Mapping(int(phone), fields, list_id, new_name[:200], country), []
+    return importer.Mapping(int(phone), fields, list_id, new_name, country), []
 
 
 @bp.get("/<int:import_id>/progress")
@@ -196,7 +207,8 @@ def remove_contacts(import_id: int):
     """Take out the contacts this import added."""
     contact_import = team_get_or_404(ContactImport, import_id)
     if not contact_import.status_enum.is_final:
-        abort(409)
+        flash("Stop the import first.", "error")
+        return redirect(url_for("imports.show", import_id=import_id))
     removed = importer.remove_imported_contacts(contact_import)
     flash(f"Removed {removed} contacts added by this import.", "success")
     return redirect(url_for("imports.show", import_id=import_id))

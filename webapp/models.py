@@ -53,6 +53,11 @@ class Team(db.Model):
     callback_token: Mapped[str] = mapped_column(
         String(64), unique=True, default=lambda: secrets.token_urlsafe(32)
     )
+    # A second token for inbound messages: the notify URL travels with every message we send, and
+    # whoever holds the inbound URL can opt numbers out and back in.
+    inbound_token: Mapped[str] = mapped_column(
+        String(64), unique=True, default=lambda: secrets.token_urlsafe(32)
+    )
 
     users: Mapped[list["User"]] = relationship(back_populates="team")
     sender_numbers: Mapped[list["SenderNumber"]] = relationship(
@@ -227,6 +232,7 @@ class ContactImport(db.Model):
     rejected: Mapped[int] = mapped_column(default=0)
     landlines: Mapped[int] = mapped_column(default=0)
     suppressed: Mapped[int] = mapped_column(default=0)
+    removed: Mapped[int] = mapped_column(default=0)  # contacts taken out again with "Remove"
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

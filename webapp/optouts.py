@@ -8,6 +8,7 @@ is_suppressed() again at send time.
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from webapp.access import team_get_or_404, team_select
 from webapp.csvfiles import CsvProblem, guess_phone_column, iter_records, read_preview, sniff_format
@@ -21,6 +22,7 @@ bp = Blueprint("optouts", __name__, url_prefix="/opt-outs")
 OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 OPT_IN_WORDS = frozenset({"START", "UNSTOP"})
 PAGE_SIZE = 50
+MAX_OPT_OUT_FILE_BYTES = 5 * 10**6
 _SENDER_KEYS = ("from", "sender", "msisdn", "originator", "source", "src", "mobile", "phone")
 _TEXT_KEYS = ("text", "message", "body", "msg", "content", "sms")
 
@@ -44,10 +46,17 @@ def is_suppressed(team_id: int, phone: str) -> bool:
 
 
 def suppress(team_id: int, phone: str, source: str, note: str = "") -> bool:
-    """Add a number to the suppression list; False when it was already there."""
+    """Add a number to the suppression list; False when it was already there.
+
+    A savepoint absorbs the race of two STOPs for the same number arriving at once (providers retry).
+    """
     if is_suppressed(team_id, phone):
         return False
-    db.session.add(Suppression(team_id=team_id, phone=phone, source=source, note=note[:500]))
+    try:
+        with db.session.begin_nested():
+            db.session.add(Suppression(team_id=team_id, phone=phone, source=source, note=note[:500]))
+    except IntegrityError:
+        return False
     return True
 
 
@@ -92,6 +101,10 @@ def upload():
     file = request.files.get("file")
     if not file or not file.filename:
         flash("Choose a CSV file of numbers.", "error")
+        return redirect(url_for("optouts.index"))
+    if (request.content_length or 0) > MAX_OPT_OUT_FILE_BYTES:
+        flash(f"Opt-out files are read while you wait, so they are limited to {MAX_OPT_OUT_FILE_BYTES // 10**6} MB "
+              "(about 200,000 numbers); split larger files.", "error")
         return redirect(url_for("optouts.index"))
     import tempfile
 
@@ -158,8 +171,9 @@ def record_inbound(team, body: bytes, content_type: str | None, query_string: st
     text = next((fields[key] for key in _TEXT_KEYS if fields.get(key) is not None), None)
     action = keyword_action(text)
     message = InboundMessage(team_id=team.id, content_type=(content_type or "")[:200],
-                             body=body.decode("utf-8", "replace") or query_string, sender=(sender or "")[:40] or None,
-                             text=text, action=action)
+                             body=(body.decode("utf-8", "replace") or query_string).replace("\x00", ""),
+                             sender=(sender or "").replace("\x00", "")[:40] or None,
+                             text=text and text.replace("\x00", ""), action=action)
     db.session.add(message)
     if action == "none" or not sender:
         return message
@@ -171,5 +185,8 @@ def record_inbound(team, body: bytes, content_type: str | None, query_string: st
     if action == "opt_out":
         suppress(team.id, phone, "inbound", f"replied {text.strip()[:80]!r}")
     else:
-        db.session.execute(delete(Suppression).where(Suppression.team_id == team.id, Suppression.phone == phone))
+        # START undoes only an opt-out that came by text message; one recorded by hand or from a
+        # file stays until a person removes it.
+        db.session.execute(delete(Suppression).where(Suppression.team_id == team.id, Suppression.phone == phone,
+                                                     Suppression.source == "inbound"))
     return message

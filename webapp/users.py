@@ -58,6 +58,9 @@ def disable(user_id: int):
 def enable(user_id: int):
     """Enable a disabled user again."""
     user = team_get_or_404(User, user_id)
+    if user.role == Role.OWNER and current_user.role != Role.OWNER:
+        flash("Only an owner can enable an owner.", "error")
+        return redirect(url_for("users.index"))
     user.disabled = False
     db.session.commit()
     flash(f"{user.email} can sign in again.", "success")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 14:31:40.609997
+Create Date: 2026-11-24 15:19:47.151786
 
 """
 from alembic import op
@@ -28,8 +28,10 @@ def upgrade():
     sa.Column('price_per_part', sa.Numeric(precision=12, scale=5), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('callback_token', sa.String(length=64), nullable=False),
+    sa.Column('inbound_token', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_team')),
     sa.UniqueConstraint('callback_token', name=op.f('uq_team_callback_token')),
+    sa.UniqueConstraint('inbound_token', name=op.f('uq_team_inbound_token')),
     sa.UniqueConstraint('name', name=op.f('uq_team_name'))
     )
     op.create_table('contact_list',
@@ -148,6 +150,7 @@ def upgrade():
     sa.Column('rejected', sa.Integer(), nullable=False),
     sa.Column('landlines', sa.Integer(), nullable=False),
     sa.Column('suppressed', sa.Integer(), nullable=False),
+    sa.Column('removed', sa.Integer(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('started_at', sa.DateTime(), nullable=True),
