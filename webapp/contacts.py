@@ -19,6 +19,11 @@ bp = Blueprint("contacts", __name__)
 PAGE_SIZE = 50
 
 
+def contains_pattern(text: str) -> str:
+    """A LIKE pattern (escape character \\) matching `text` anywhere, with % and _ taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _suppressed_phones(team_id: int, phones: list[str]) -> set[str]:
     if not phones:
         return set()
@@ -69,20 +74,16 @@ def show(list_id: int):
     """One list's contacts, searchable by number or field value, 50 to a page."""
     contact_list = team_get_or_404(ContactList, list_id)
     query = request.args.get("q", "").strip()
-    page = max(1, request.args.get("page", 1, type=int))
     statement = select(Contact).where(Contact.list_id == contact_list.id, Contact.team_id == contact_list.team_id)
     if query:
-        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = contains_pattern(query)
         statement = statement.where(or_(Contact.phone.ilike(pattern, escape="\\"),
                                         cast(Contact.attributes, String).ilike(pattern, escape="\\")))
-    total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
-    contacts = db.session.scalars(
-        statement.order_by(Contact.id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
-    ).all()
+    results = db.paginate(statement.order_by(Contact.id), per_page=PAGE_SIZE, error_out=False)
+    contacts = results.items
     suppressed = _suppressed_phones(contact_list.team_id, [c.phone for c in contacts])
-    pages = max(1, -(-total // PAGE_SIZE))
-    context = dict(contact_list=contact_list, contacts=contacts, suppressed=suppressed, query=query, page=page,
-                   pages=pages, total=total, field_names=_field_names(contacts))
+    context = dict(contact_list=contact_list, contacts=contacts, suppressed=suppressed, query=query,
+                   results=results, field_names=_field_names(contacts))
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "contacts-table":
         return render_template("contacts/_table.html", **context)
     return render_template("contacts/show.html", **context)

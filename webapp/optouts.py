@@ -7,10 +7,11 @@ is_suppressed() again at send time.
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.access import team_get_or_404, team_select
+from webapp.contacts import contains_pattern
 from webapp.csvfiles import CsvProblem, guess_phone_column, iter_records, read_preview, sniff_format
 from webapp.extensions import db
 from webapp.models import InboundMessage, Suppression
@@ -65,16 +66,13 @@ def suppress(team_id: int, phone: str, source: str, note: str = "") -> bool:
 def index():
     """The suppression list, searchable, 50 to a page."""
     query = request.args.get("q", "").strip()
-    page = max(1, request.args.get("page", 1, type=int))
     statement = team_select(Suppression)
     if query:
-        statement = statement.where(Suppression.phone.ilike(f"%{query}%") | Suppression.note.ilike(f"%{query}%"))
-    total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
-    rows = db.session.scalars(
-        statement.order_by(Suppression.id.desc()).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
-    ).all()
-    return render_template("optouts/index.html", rows=rows, total=total, query=query, page=page,
-                           pages=max(1, -(-total // PAGE_SIZE)))
+        pattern = contains_pattern(query)
+        statement = statement.where(Suppression.phone.ilike(pattern, escape="\\")
+                                    | Suppression.note.ilike(pattern, escape="\\"))
+    results = db.paginate(statement.order_by(Suppression.id.desc()), per_page=PAGE_SIZE, error_out=False)
+    return render_template("optouts/index.html", results=results, query=query)
 
 
 @bp.post("/")
