@@ -1,5 +1,6 @@
 """SMS campaign dashboard: the Flask application package and its factory."""
 
+import os
 from pathlib import Path
 
 from flask import Flask, render_template
@@ -16,8 +17,6 @@ def resource_dir(name: str) -> Path:
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app: settings, extensions, blueprints. Nothing connects until a request needs it."""
-    import os
-
     config = dict(config or {})
     app = Flask(
         __name__,

@@ -13,7 +13,6 @@ number is already in the target list, are counted and listed as duplicates.
 
 import gc
 import json
-import logging
 import queue
 import secrets
 import threading
@@ -26,19 +25,27 @@ from redis.exceptions import RedisError
 from sqlalchemy import delete, insert, select, update
 from werkzeug.datastructures import FileStorage
 
-from webapp.csvfiles import CsvProblem, FileFormat, count_records, guess_phone_column, iter_records, read_preview
+from webapp.csvfiles import (
+    CsvProblem,
+    FileFormat,
+    count_records,
+    field_names,
+    guess_phone_column,
+    iter_records,
+    read_preview,
+)
 from webapp.csvfiles import sniff_format as sniff
 from webapp.extensions import db
 from webapp.models import Contact, ContactImport, ContactList, ImportIssue, ImportStatus, Suppression, utcnow
 from webapp.phones import Rejection, normalize
 from webapp.queue import get_queue
 
-log = logging.getLogger(__name__)
-
 BATCH_SIZE = 5000
 PREVIEW_ROWS = 10
 MAX_RAW_CELL = 500  # a rejected row is kept for the report, each cell cut to this many characters
 COPY_CHUNK = 1024 * 1024
+COUNTERS = ("rows_done", "accepted", "duplicates", "rejected", "landlines", "suppressed")
+ACTIVE = (ImportStatus.QUEUED, ImportStatus.RUNNING)  # an import that may still write rows
 
 
 class UploadProblem(ValueError):
@@ -182,7 +189,7 @@ def start_import(contact_import: ContactImport, mapping: Mapping) -> None:
 def active_import_into(list_id: int) -> ContactImport | None:
     """The queued or running import into this list, if any."""
     return db.session.scalar(select(ContactImport).where(
-        ContactImport.list_id == list_id, ContactImport.status.in_([ImportStatus.QUEUED, ImportStatus.RUNNING])))
+        ContactImport.list_id == list_id, ContactImport.status.in_(ACTIVE)))
 
 
 def cancel_import(contact_import: ContactImport) -> bool:
@@ -190,7 +197,7 @@ def cancel_import(contact_import: ContactImport) -> bool:
     the import's row), so once it returns no further batch lands."""
     stopped = db.session.execute(
         update(ContactImport).where(ContactImport.id == contact_import.id,
-                                    ContactImport.status.in_([ImportStatus.QUEUED, ImportStatus.RUNNING]))
+                                    ContactImport.status.in_(ACTIVE))
         .values(status=ImportStatus.CANCELLED, finished_at=utcnow())
     ).rowcount
     db.session.commit()
@@ -201,7 +208,7 @@ def mark_stopped(import_id: int, message: str) -> None:
     """The worker died or timed out mid-import (RQ's failure callback): say so instead of 'running' for ever."""
     db.session.execute(
         update(ContactImport).where(ContactImport.id == import_id,
-                                    ContactImport.status.in_([ImportStatus.QUEUED, ImportStatus.RUNNING]))
+                                    ContactImport.status.in_(ACTIVE))
         .values(status=ImportStatus.FAILED, error=message, finished_at=utcnow())
     )
     db.session.commit()
@@ -237,7 +244,6 @@ def run_import(import_id: int, job_id: str | None = None) -> None:
             db.session.rollback()  # cancelled (or started elsewhere) meanwhile
             return
         db.session.refresh(contact_import)
-    contact_import.status = ImportStatus.RUNNING
     contact_import.started_at = utcnow()
     contact_import.error = None
     db.session.commit()
@@ -274,7 +280,7 @@ def _fail(import_id: int, message: str) -> None:
 def _forget_partial_run(contact_import: ContactImport) -> None:
     db.session.execute(delete(Contact).where(Contact.import_id == contact_import.id))
     db.session.execute(delete(ImportIssue).where(ImportIssue.import_id == contact_import.id))
-    for counter in ("rows_done", "accepted", "duplicates", "rejected", "landlines", "suppressed"):
+    for counter in COUNTERS:
         setattr(contact_import, counter, 0)
 
 
@@ -286,8 +292,6 @@ class _RowImporter:
     """
 
     def __init__(self, contact_import: ContactImport):
-        from webapp.csvfiles import field_names
-
         self.imp = contact_import
         self.import_id = contact_import.id
         self.team_id = contact_import.team_id
@@ -306,7 +310,7 @@ class _RowImporter:
         self.seen: set[int] = set()
         self.contacts: list[tuple] = []
         self.issues: list[dict] = []
-        self.counts = dict(rows_done=0, accepted=0, duplicates=0, rejected=0, landlines=0, suppressed=0)
+        self.counts = dict.fromkeys(COUNTERS, 0)
 
     def run(self) -> None:
         self.imp.total_rows = count_records(self.path, self.fmt)

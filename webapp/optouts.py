@@ -4,6 +4,7 @@ A suppressed number is never sent to, whatever list it is in; the campaign engin
 is_suppressed() again at send time.
 """
 
+import tempfile
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -104,8 +105,6 @@ def upload():
         flash(f"Opt-out files are read while you wait, so they are limited to {MAX_OPT_OUT_FILE_BYTES // 10**6} MB "
               "(about 200,000 numbers); split larger files.", "error")
         return redirect(url_for("optouts.index"))
-    import tempfile
-
     with tempfile.NamedTemporaryFile(suffix=".csv") as temp:
         file.save(temp)
         temp.flush()
