@@ -4,7 +4,7 @@ Generates an N-row CSV (default 1,000,000; realistic mix: national and internati
 duplicates, invalid numbers, spreadsheet floats), then in separate processes, so each has its own
 peak RSS:
   1. baseline: csvfiles.iter_records + phones.normalize over every row, nothing stored;
-  2. import: webapp.importer.run_import (the RQ job's body) into a fresh PostgreSQL database
+  2. import: webapp.services.imports.run_import (the RQ job's body) into a fresh PostgreSQL database
      built by the migrations.
 Limits, from issue 4: import rate >= 0.7 x baseline rate, import peak memory < 250 MB.
 
@@ -60,8 +60,8 @@ def peak_mb() -> float:
 
 
 def phase_baseline(path: str) -> dict:
-    from webapp.csvfiles import iter_records, sniff_format
-    from webapp.phones import Rejection, normalize
+    from webapp.services.csvfiles import iter_records, sniff_format
+    from webapp.services.phones import Rejection, normalize
 
     fmt = sniff_format(path)
     start = time.perf_counter()
@@ -81,10 +81,11 @@ def phase_baseline(path: str) -> dict:
 def phase_import(path: str, database_url: str) -> dict:
     from flask_migrate import upgrade
 
-    from webapp import create_app, importer
-    from webapp.csvfiles import sniff_format
+    from webapp import create_app
     from webapp.extensions import db
     from webapp.models import ContactImport, ContactList, ImportStatus, Team
+    from webapp.services import imports as importer
+    from webapp.services.csvfiles import sniff_format
 
     instance = tempfile.mkdtemp(prefix="bench-instance-")
     app = create_app({"INSTANCE_PATH": instance, "SECRET_KEY": "b" * 40, "SQLALCHEMY_DATABASE_URI": database_url,

@@ -2,7 +2,7 @@
 
 The sandbox runs in its own process, as it does in development (`campaigns sandbox`) while RQ
 workers send from theirs; both share this machine's cores. The judged figure is the product's
-client (webapp.multitel, requests) from 4 threads. A second phase drives the same sandbox with bare
+client (webapp.provider.multitel, requests) from 4 threads. A second phase drives the same sandbox with bare
 http.client connections, which cost a fraction of the CPU per request, to show how much of the
 time is the sandbox's own and how much is the client's. `--in-process` puts the sandbox in this
 process instead, where the client threads and waitress share one GIL.
@@ -29,8 +29,8 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
-from webapp.multitel import Credentials, MultitelClient, Outcome
-from webapp.sandbox import SandboxConfig, SandboxServer
+from webapp.provider.multitel import Credentials, MultitelClient, Outcome
+from webapp.provider.sandbox import SandboxConfig, SandboxServer
 
 LIMIT_SENDS_PER_SECOND = 1000.0
 RESULTS = Path(__file__).parent / "results" / "sandbox_throughput.json"
@@ -196,7 +196,7 @@ def main() -> int:
         f"{sandbox}, {os.cpu_count()} CPUs, load {machine['load_average_1m_before']:.2f} before the run"
     )
     rows = [
-        ("sends/s, webapp.multitel", f"{client['sends_per_second']:,.0f}", LIMIT_SENDS_PER_SECOND, client_ok),
+        ("sends/s, webapp.provider.multitel", f"{client['sends_per_second']:,.0f}", LIMIT_SENDS_PER_SECOND, client_ok),
         ("  latency p50", f"{client['latency_p50_ms']:.2f} ms", None, None),
         ("  latency p99", f"{client['latency_p99_ms']:.2f} ms", None, None),
         ("  accepted, recorded once", f"{client['recorded_by_sandbox']:,}/{client['messages']:,}", None, correct),
@@ -214,7 +214,7 @@ def main() -> int:
         limit_text = f">= {limit:,.0f}" if limit else ""
         result = "" if ok is None else "pass" if ok else "FAIL"
         print(f"{name:<28}{measured:>14}{limit_text:>12}  {result}")
-    print(f"overall: {'pass' if passed else 'FAIL'} (judged on webapp.multitel; bare http.client is context)")
+    print(f"overall: {'pass' if passed else 'FAIL'} (judged on webapp.provider.multitel; bare http.client is context)")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     report = {

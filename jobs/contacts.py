@@ -3,12 +3,12 @@
 from rq import get_current_job
 
 from jobs import with_app
-from webapp import importer
+from webapp.services import imports as importer
 
 
 @with_app
 def import_contacts(import_id: int) -> None:
-    """Stream an uploaded file into its list (webapp.importer.run_import has the rules)."""
+    """Stream an uploaded file into its list (webapp.services.imports.run_import has the rules)."""
     job = get_current_job()
     importer.run_import(import_id, job.id if job else None)
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from webapp import create_app
 from webapp.extensions import db
-from webapp.queue import embedded_redis_url, stop_embedded_redis
+from webapp.queues import embedded_redis_url, stop_embedded_redis
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -110,7 +110,7 @@ def app(_schema, app_config, tmp_path):
     with app.app_context():
         db.session.remove()
         _empty_all_tables()
-        from webapp.queue import redis_connection
+        from webapp.queues import redis_connection
 
         redis_connection().flushdb()
         db.engine.dispose()
@@ -210,7 +210,7 @@ def screenshot(page, name: str) -> Path:
 @pytest.fixture
 def sandbox(app):
     """The built-in MultiTEL sandbox over real HTTP on 127.0.0.1, set as this app's provider."""
-    from webapp.sandbox import SandboxConfig, SandboxServer
+    from webapp.provider.sandbox import SandboxConfig, SandboxServer
 
     server = SandboxServer(SandboxConfig(callback_delay=0.05, seed=7)).start()
     app.config["MULTITEL_API_URL"] = server.url
@@ -222,7 +222,7 @@ def run_jobs(app) -> None:
     """Run every queued job now, in this process, with this app (RQ's SimpleWorker in burst mode)."""
     from rq import SimpleWorker
 
-    from webapp.queue import QUEUE_NAMES, get_queue, redis_connection
+    from webapp.queues import QUEUE_NAMES, get_queue, redis_connection
 
     with app.app_context():
         queues = [get_queue(name) for name in QUEUE_NAMES]

@@ -5,9 +5,9 @@ from functools import cache
 
 from werkzeug.security import generate_password_hash
 
-from webapp.accounts import get_or_create_team
 from webapp.extensions import db
 from webapp.models import Role, Team, User
+from webapp.services.accounts import get_or_create_team
 
 PASSWORD = "correct horse battery"
 _sequence = itertools.count(1)

@@ -17,7 +17,7 @@ from webapp.models import Role
 
 # Reached without a session: login, health, static files, and the provider's webhooks (which
 # authenticate with the team's unguessable token instead).
-PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "static", "callbacks.status", "callbacks.inbound"}
+PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "static", "webhooks.status", "webhooks.inbound"}
 CHANGE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 

@@ -5,10 +5,10 @@ import time
 from sqlalchemy import select
 
 from tests.factories import make_team
-from webapp import multitel
-from webapp.callbacks import notify_url
 from webapp.extensions import db
 from webapp.models import ProviderCallback, Team
+from webapp.provider import multitel
+from webapp.services.teams import notify_url
 
 
 def _team(app):

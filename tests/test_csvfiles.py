@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from webapp import csvfiles
-from webapp.csvfiles import (
+from webapp.services import csvfiles
+from webapp.services.csvfiles import (
     CsvProblem,
     FileFormat,
     count_records,

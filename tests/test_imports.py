@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 
 from tests.conftest import run_jobs
 from tests.factories import make_team, make_user
-from webapp import importer
 from webapp.extensions import db
 from webapp.models import Contact, ContactImport, ContactList, ImportIssue, Role, Suppression
+from webapp.services import imports as importer
 
 HEADER = ["Name", "Mobile Number", "City"]
 ROWS = [
@@ -266,7 +266,7 @@ def test_second_click_starts_one_job(app, client, editor):
     import_id = _import_id(_upload(client, _csv_bytes(ROWS)))
     assert _start(client, import_id).status_code == 302
     assert _start(client, import_id).status_code == 302
-    from webapp.queue import get_queue
+    from webapp.queues import get_queue
 
     with app.app_context():
         assert get_queue("imports").count == 1
@@ -293,7 +293,7 @@ def test_a_killed_worker_is_reported(app, client, editor):
     from rq.job import Job
 
     from jobs.contacts import import_stopped
-    from webapp.queue import redis_connection
+    from webapp.queues import redis_connection
 
     import_id = _import_id(_upload(client, _csv_bytes(ROWS)))
     _start(client, import_id)

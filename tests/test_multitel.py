@@ -13,8 +13,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from webapp import sms
-from webapp.multitel import (
+from webapp.provider import segments
+from webapp.provider.multitel import (
     ConnectionCheck,
     Credentials,
     MultitelClient,
@@ -24,7 +24,7 @@ from webapp.multitel import (
     check_connection,
     parse_retry_after,
 )
-from webapp.sandbox import SandboxConfig, SandboxServer
+from webapp.provider.sandbox import SandboxConfig, SandboxServer
 
 SECRET = "Hunter2-very-secret-pw"
 FAST = Timeouts(connect=1.0, read=3.0)
@@ -140,7 +140,7 @@ def test_gsm_send_is_accepted_with_parts_and_cost(client, sandbox):
     result = send(client, text=GSM_LONG)
     assert result.outcome is Outcome.ACCEPTED and result.accepted
     assert result.http_status == 200
-    assert result.parts == sms.measure(GSM_LONG).parts == 2
+    assert result.parts == segments.measure(GSM_LONG).parts == 2
     assert result.cost == Decimal("0.030") and result.price_per_part == Decimal("0.015")
     assert result.cause_code == "0" and result.provider_message == "Message queued"
     recorded = sandbox.state.sends_for("ref-1")
@@ -151,8 +151,8 @@ def test_gsm_send_is_accepted_with_parts_and_cost(client, sandbox):
 
 def test_ucs2_send_is_accepted_with_parts_counted_in_utf16_units(client):
     """An emoji text is billed as UCS-2: parts from UTF-16 units (67 per part), cost parts x price."""
-    measurement = sms.measure(UCS2_TEXT)
-    assert measurement.encoding == sms.Encoding.UCS2
+    measurement = segments.measure(UCS2_TEXT)
+    assert measurement.encoding == segments.Encoding.UCS2
     result = send(client, text=UCS2_TEXT)
     assert result.outcome is Outcome.ACCEPTED
     assert result.parts == measurement.parts == 2

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from tests.factories import make_team, make_user
 from webapp.extensions import db
 from webapp.models import InboundMessage, Role, Suppression, Team
-from webapp.optouts import is_suppressed, keyword_action
+from webapp.services.optouts import is_suppressed, keyword_action
 
 
 @pytest.fixture

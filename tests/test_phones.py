@@ -6,8 +6,8 @@ import random
 import phonenumbers
 import pytest
 
-from webapp.csvfiles import neutralize_cell
-from webapp.phones import PhoneNumber, Rejection, normalize
+from webapp.services.csvfiles import neutralize_cell
+from webapp.services.phones import PhoneNumber, Rejection, normalize
 
 
 def rejection(raw: str, region: str) -> Rejection:

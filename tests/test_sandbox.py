@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from webapp.multitel import Credentials, MultitelClient, Outcome, Timeouts
-from webapp.sandbox import MEDIA_MAX_BYTES, SandboxConfig, SandboxServer, create_sandbox_app
-from webapp.status_callbacks import DeliveryState, parse_callback
+from webapp.provider.delivery_reports import DeliveryState, parse_callback
+from webapp.provider.multitel import Credentials, MultitelClient, Outcome, Timeouts
+from webapp.provider.sandbox import MEDIA_MAX_BYTES, SandboxConfig, SandboxServer, create_sandbox_app
 
 AUTH = ("sandbox", "sandbox")
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100

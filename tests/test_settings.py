@@ -38,7 +38,7 @@ def test_password_is_encrypted_at_rest(app, client, auth):
                                  {"id": team_id}).scalar_one()
         assert "p@ss-w0rd-unique-123" not in raw
         assert raw.startswith("gAAAAA")  # Fernet
-        from webapp.settings import team_credentials
+        from webapp.services.teams import team_credentials
 
         assert team_credentials(db.session.get(Team, team_id)).password == "p@ss-w0rd-unique-123"
 
@@ -52,7 +52,7 @@ def test_password_is_write_only(app, client, auth):
     assert "A password is stored" in page
     _save(client, password="")
     with app.app_context():
-        from webapp.settings import team_credentials
+        from webapp.services.teams import team_credentials
 
         assert team_credentials(db.session.get(Team, team_id)).password == "p@ss-w0rd-unique-123"
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from webapp.sms import Encoding, ForcingChar, Measurement, cost, estimate, is_gsm7, measure
+from webapp.provider.segments import Encoding, ForcingChar, Measurement, cost, estimate, is_gsm7, measure
 
 G, U = Encoding.GSM7, Encoding.UCS2
 LIMITS = {G: (160, 153), U: (70, 67)}

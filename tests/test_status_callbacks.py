@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from webapp.status_callbacks import DeliveryState, ParsedCallback, map_status, parse_callback
+from webapp.provider.delivery_reports import DeliveryState, ParsedCallback, map_status, parse_callback
 
 FORM = "application/x-www-form-urlencoded"
 

@@ -43,12 +43,10 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
 
-    from webapp import access, auth, callbacks, contacts, dashboard, health, imports, optouts, queue, settings, users
+    from webapp import queues, web
 
-    queue.init_app(app)
-    app.before_request(access.refuse_viewer_changes)
-    for module in (auth, callbacks, contacts, dashboard, health, imports, optouts, settings, users):
-        app.register_blueprint(module.bp)
+    queues.init_app(app)
+    web.init_app(app)
 
     from webapp import cli
 

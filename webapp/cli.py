@@ -19,10 +19,10 @@ from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import select
 
-from webapp.accounts import AccountError, create_user, get_or_create_team
 from webapp.extensions import db
 from webapp.models import Role, User
-from webapp.queue import QUEUE_NAMES, embedded_redis_url, redis_connection, stop_embedded_redis
+from webapp.queues import QUEUE_NAMES, embedded_redis_url, redis_connection, stop_embedded_redis
+from webapp.services.accounts import AccountError, create_user, get_or_create_team
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_TEAM = "Demo team"
@@ -104,7 +104,7 @@ def sandbox_command(host: str, port: int):
     """Serve the built-in MultiTEL sandbox (development and tests only)."""
     if not current_app.config["SANDBOX_ENABLED"]:
         raise click.ClickException("The sandbox is disabled here (SANDBOX_ENABLED=0, the production default).")
-    from webapp.sandbox import SandboxConfig, SandboxServer
+    from webapp.provider.sandbox import SandboxConfig, SandboxServer
 
     server = SandboxServer(SandboxConfig(), host=host, port=port).start()
     click.echo(f"MultiTEL sandbox listening on {server.url}")

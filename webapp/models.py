@@ -1,6 +1,6 @@
 """The database schema: typed SQLAlchemy 2.0 models, one module for the whole app.
 
-Every table that holds a team's data carries team_id; webapp.access scopes queries by it.
+Every table that holds a team's data carries team_id; webapp.web.access scopes queries by it.
 """
 
 import secrets

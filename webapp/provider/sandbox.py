@@ -1,7 +1,7 @@
 """The built-in MultiTEL-compatible provider: a small WSGI app served by waitress in a thread.
 
 It answers POST /v3/sendsms like the real API (Basic auth, the same JSON envelope, parts and cost
-from webapp.sms), records every accepted send, posts delivery callbacks to the notify URL, and
+from webapp.provider.segments), records every accepted send, posts delivery callbacks to the notify URL, and
 injects the failures the client must survive (429, 503, 500, and a hang *after* accepting, which is
 the ambiguous case). Control endpoints let tests and demos steer it at run time:
 
@@ -51,7 +51,7 @@ import requests
 import waitress
 from waitress.channel import HTTPChannel
 
-from webapp import sms
+from webapp.provider import segments
 
 logger = logging.getLogger(__name__)
 
@@ -411,7 +411,7 @@ class SandboxApp:
 
     def _accept(self, form: dict[str, str], config: SandboxConfig) -> SentMessage:
         text = form["text"]
-        parts = sms.measure(text).parts
+        parts = segments.measure(text).parts
         unique_id = str(uuid.uuid4())
         if self.state.draw() < config.delivered_rate:
             final_status, final_cause = "DELIVRD", 0
@@ -427,7 +427,7 @@ class SandboxApp:
             unique_id=unique_id,
             pid="SBX" + uuid.uuid4().hex[:7].upper() + unique_id,
             parts=parts,
-            cost=sms.cost(parts, config.price_per_part),
+            cost=segments.cost(parts, config.price_per_part),
             time=datetime.now(UTC),
             notify_url=form.get("notifyurl") or None,
             media_bytes=len(base64.b64decode(media)) if media else 0,

@@ -7,22 +7,17 @@ answer is 200 even for a message we don't know yet: a 404 can make a provider st
 
 import hmac
 
-from flask import Blueprint, abort, current_app, request, url_for
+from flask import Blueprint, abort, request
 
 from webapp.extensions import csrf, db
 from webapp.models import ProviderCallback, Team
-from webapp.status_callbacks import parse_callback
+from webapp.provider.delivery_reports import parse_callback
+from webapp.services.optouts import record_inbound
 
-bp = Blueprint("callbacks", __name__, url_prefix="/callbacks")
+bp = Blueprint("webhooks", __name__, url_prefix="/callbacks")
 csrf.exempt(bp)
 
 MAX_CALLBACK_BYTES = 64 * 1024
-
-
-def notify_url(team: Team) -> str:
-    """The notify URL sent with every message of this team."""
-    path = url_for("callbacks.status", team_id=team.id, token=team.callback_token)
-    return current_app.config["PUBLIC_BASE_URL"] + path
 
 
 def team_for(team_id: int, token: str, kind: str = "callback") -> Team:
@@ -70,17 +65,9 @@ def status(team_id: int, token: str):
     return "OK", 200, {"Content-Type": "text/plain"}
 
 
-def inbound_url(team: Team) -> str:
-    """Where the provider should post the team's inbound messages (set up once at MultiTEL)."""
-    path = url_for("callbacks.inbound", team_id=team.id, token=team.inbound_token)
-    return current_app.config["PUBLIC_BASE_URL"] + path
-
-
 @bp.route("/inbound/<int:team_id>/<token>", methods=["GET", "POST"])
 def inbound(team_id: int, token: str):
     """An inbound SMS: stored raw; STOP and its synonyms add the sender to the opt-outs."""
-    from webapp.optouts import record_inbound
-
     team = team_for(team_id, token, "inbound")
     record_inbound(team, raw_body(), request.content_type, request.query_string.decode("utf-8", "replace"))
     db.session.commit()

@@ -3,11 +3,11 @@
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from webapp.access import admin_required, team_get_or_404, team_select
-from webapp.accounts import AccountError, create_user
 from webapp.extensions import db
-from webapp.forms import UserForm
 from webapp.models import Role, User
+from webapp.services.accounts import AccountError, create_user
+from webapp.web.access import admin_required, team_get_or_404, team_select
+from webapp.web.forms import UserForm
 
 bp = Blueprint("users", __name__, url_prefix="/users")
 

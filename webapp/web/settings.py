@@ -1,33 +1,19 @@
 """Team settings: the MultiTEL account, sender numbers, price per part, default country."""
 
-import phonenumbers
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from webapp import multitel
-from webapp.access import admin_required, team_get_or_404
-from webapp.callbacks import inbound_url
-from webapp.encryption import DecryptionError, decrypt, encrypt
+from webapp.encryption import DecryptionError, encrypt
 from webapp.extensions import db
-from webapp.forms import ProviderSettingsForm, SenderNumberForm
 from webapp.models import SenderNumber, Team
-from webapp.phones import Rejection, normalize
+from webapp.provider import multitel
+from webapp.services.phones import Rejection, normalize
+from webapp.services.teams import inbound_url, team_credentials
+from webapp.web.access import admin_required, team_get_or_404
+from webapp.web.forms import COUNTRY_CHOICES, ProviderSettingsForm, SenderNumberForm
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
-
-COUNTRY_CHOICES = sorted(
-    (region, f"{region} (+{phonenumbers.country_code_for_region(region)})")
-    for region in phonenumbers.SUPPORTED_REGIONS
-)
-
-
-def team_credentials(team: Team) -> multitel.Credentials | None:
-    """The team's API credentials, decrypted, or None when not set."""
-    if not team.api_username or not team.api_password_encrypted:
-        return None
-    return multitel.Credentials(team.api_username, decrypt(team.api_password_encrypted))
-
 
 def _provider_form(team: Team) -> ProviderSettingsForm:
     form = ProviderSettingsForm(obj=team)

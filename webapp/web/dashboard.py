@@ -4,9 +4,9 @@ from flask import Blueprint, render_template
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
-from webapp.access import team_select
 from webapp.extensions import db
 from webapp.models import Contact, ContactImport, ContactList, Suppression
+from webapp.web.access import team_select
 
 bp = Blueprint("dashboard", __name__)
 

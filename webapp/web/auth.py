@@ -6,10 +6,10 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
-from webapp.accounts import LoginThrottle, authenticate
 from webapp.extensions import db, login_manager
-from webapp.forms import LoginForm
 from webapp.models import User
+from webapp.services.accounts import LoginThrottle, authenticate
+from webapp.web.forms import LoginForm
 
 bp = Blueprint("auth", __name__)
 

@@ -7,7 +7,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 from webapp.models import Role, Team, User, utcnow
-from webapp.queue import redis_connection
+from webapp.queues import redis_connection
 
 
 class AccountError(ValueError):

@@ -8,28 +8,16 @@ from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.utils import secure_filename
 
-from webapp.access import team_get_or_404, team_select
-from webapp.csvfiles import stream_csv
 from webapp.extensions import db
-from webapp.importer import active_import_into
 from webapp.models import Contact, ContactList, Suppression
+from webapp.services.contacts import contains_pattern, suppressed_phones
+from webapp.services.csvfiles import stream_csv
+from webapp.services.imports import active_import_into
+from webapp.web.access import team_get_or_404, team_select
 
 bp = Blueprint("contacts", __name__)
 
 PAGE_SIZE = 50
-
-
-def contains_pattern(text: str) -> str:
-    """A LIKE pattern (escape character \\) matching `text` anywhere, with % and _ taken literally."""
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _suppressed_phones(team_id: int, phones: list[str]) -> set[str]:
-    if not phones:
-        return set()
-    return set(db.session.scalars(
-        select(Suppression.phone).where(Suppression.team_id == team_id, Suppression.phone.in_(phones))
-    ))
 
 
 @bp.get("/lists")
@@ -81,7 +69,7 @@ def show(list_id: int):
                                         cast(Contact.attributes, String).ilike(pattern, escape="\\")))
     results = db.paginate(statement.order_by(Contact.id), per_page=PAGE_SIZE, error_out=False)
     contacts = results.items
-    suppressed = _suppressed_phones(contact_list.team_id, [c.phone for c in contacts])
+    suppressed = suppressed_phones(contact_list.team_id, [c.phone for c in contacts])
     context = dict(contact_list=contact_list, contacts=contacts, suppressed=suppressed, query=query,
                    results=results, field_names=_field_names(contacts))
     if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "contacts-table":

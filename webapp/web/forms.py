@@ -1,11 +1,17 @@
 """Flask-WTF forms shared by the views; each carries the CSRF token."""
 
+import phonenumbers
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DecimalField, EmailField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange
 
 from webapp.models import Role
+
+COUNTRY_CHOICES = sorted(
+    (region, f"{region} (+{phonenumbers.country_code_for_region(region)})")
+    for region in phonenumbers.SUPPORTED_REGIONS
+)
 
 ROLE_CHOICES = [
     SelectChoice(Role.OWNER.value, "Owner — everything, including users and settings"),

@@ -18,12 +18,12 @@ from flask import (
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from webapp import importer
-from webapp.access import team_get_or_404, team_select
-from webapp.csvfiles import DELIMITERS, field_names, stream_csv
 from webapp.extensions import db
 from webapp.models import ContactImport, ContactList, ImportIssue, ImportStatus, utcnow
-from webapp.settings import COUNTRY_CHOICES
+from webapp.services import imports as importer
+from webapp.services.csvfiles import DELIMITERS, field_names, stream_csv
+from webapp.web.access import team_get_or_404, team_select
+from webapp.web.forms import COUNTRY_CHOICES
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
 

@@ -4,7 +4,7 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 
 from webapp.extensions import db
-from webapp.queue import redis_connection
+from webapp.queues import redis_connection
 
 bp = Blueprint("health", __name__)
 

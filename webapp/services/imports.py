@@ -22,10 +22,14 @@ from pathlib import Path
 
 from flask import current_app
 from redis.exceptions import RedisError
+from rq import Callback
 from sqlalchemy import delete, insert, select, update
 from werkzeug.datastructures import FileStorage
 
-from webapp.csvfiles import (
+from webapp.extensions import db
+from webapp.models import Contact, ContactImport, ContactList, ImportIssue, ImportStatus, Suppression, utcnow
+from webapp.queues import get_queue
+from webapp.services.csvfiles import (
     CsvProblem,
     FileFormat,
     count_records,
@@ -34,11 +38,8 @@ from webapp.csvfiles import (
     iter_records,
     read_preview,
 )
-from webapp.csvfiles import sniff_format as sniff
-from webapp.extensions import db
-from webapp.models import Contact, ContactImport, ContactList, ImportIssue, ImportStatus, Suppression, utcnow
-from webapp.phones import Rejection, normalize
-from webapp.queue import get_queue
+from webapp.services.csvfiles import sniff_format as sniff
+from webapp.services.phones import Rejection, normalize
 
 BATCH_SIZE = 5000
 PREVIEW_ROWS = 10
@@ -171,13 +172,10 @@ def start_import(contact_import: ContactImport, mapping: Mapping) -> None:
     contact_import.field_columns = sorted(set(mapping.field_columns) - {mapping.phone_column})
     contact_import.default_country = mapping.default_country
     db.session.commit()
-    from rq import Callback
-
-    from jobs.contacts import import_contacts, import_stopped
 
     try:
-        job = get_queue("imports").enqueue(import_contacts, contact_import.id, job_timeout=6 * 3600,
-                                           on_failure=Callback(import_stopped))
+        job = get_queue("imports").enqueue("jobs.contacts.import_contacts", contact_import.id, job_timeout=6 * 3600,
+                                           on_failure=Callback("jobs.contacts.import_stopped"))
     except RedisError as error:
         contact_import.status = ImportStatus.UPLOADED
         db.session.commit()

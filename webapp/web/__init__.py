@@ -1,0 +1,13 @@
+"""HTTP: one blueprint per feature, the forms and the access helpers. Nothing outside web/ imports it
+except create_app, and no blueprint imports another (shared view helpers live in access and forms)."""
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register every blueprint and the viewer guard."""
+    from webapp.web import access, auth, contacts, dashboard, health, imports, optouts, settings, users, webhooks
+
+    app.before_request(access.refuse_viewer_changes)
+    for module in (auth, contacts, dashboard, health, imports, optouts, settings, users, webhooks):
+        app.register_blueprint(module.bp)
