@@ -71,11 +71,8 @@ def _register_template_helpers(app: Flask) -> None:
     from flask import current_app
     from flask_login import current_user
 
-    from webapp.models import Role
-
     def nav_items() -> list[tuple[str, str]]:
-        role = Role(current_user.role)
-        allowed = {"all": True, "editor": role.can_edit, "admin": role.can_admin}
+        allowed = {"all": True, "editor": current_user.can_edit, "admin": current_user.can_admin}
         return [
             (endpoint, label)
             for endpoint, label, who in NAVIGATION

@@ -9,15 +9,26 @@ from decimal import Decimal
 from enum import StrEnum
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Enum, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
+from webapp.provider.delivery_reports import DeliveryState
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def enum_column(enum: type[StrEnum], length: int = 16) -> Enum:
+    """A VARCHAR that stores the enum's lower-case value and reads back the StrEnum member.
+
+    No native database enum and no CHECK constraint, so adding a value never needs a migration,
+    and rows written before this type existed read back unchanged.
+    """
+    return Enum(enum, native_enum=False, create_constraint=False, length=length, validate_strings=True,
+                values_callable=lambda members: [member.value for member in members])
 
 
 class Role(StrEnum):
@@ -73,7 +84,7 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     name: Mapped[str] = mapped_column(String(120), default="")
     password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[Role] = mapped_column(String(16), default=Role.EDITOR)
+    role: Mapped[Role] = mapped_column(enum_column(Role), default=Role.EDITOR)
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
@@ -86,8 +97,12 @@ class User(UserMixin, db.Model):
         return not self.disabled
 
     @property
-    def role_enum(self) -> Role:
-        return Role(self.role)
+    def can_edit(self) -> bool:
+        return self.role.can_edit
+
+    @property
+    def can_admin(self) -> bool:
+        return self.role.can_admin
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password, method="scrypt")
@@ -123,7 +138,7 @@ class ProviderCallback(db.Model):
     body: Mapped[str] = mapped_column(Text, default="")
     unique_id: Mapped[str | None] = mapped_column(String(100))
     reference: Mapped[str | None] = mapped_column(String(100), index=True)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[DeliveryState] = mapped_column(enum_column(DeliveryState))
     raw_status: Mapped[str | None] = mapped_column(String(100))
     cause_code: Mapped[str | None] = mapped_column(String(100))
 
@@ -166,6 +181,12 @@ class Contact(db.Model):
         return self.number_type == "fixed_line"
 
 
+class SuppressionSource(StrEnum):
+    MANUAL = "manual"
+    CSV = "csv"
+    INBOUND = "inbound"  # a STOP text: the only kind a START text lifts
+
+
 class Suppression(db.Model):
     """A number that opted out: never sent to, whatever list it is in."""
 
@@ -174,9 +195,16 @@ class Suppression(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
     phone: Mapped[str] = mapped_column(String(20))
-    source: Mapped[str] = mapped_column(String(16))  # manual, csv, inbound
+    source: Mapped[SuppressionSource] = mapped_column(enum_column(SuppressionSource))
     note: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InboundAction(StrEnum):
+    NONE = "none"
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    BAD_SENDER = "bad_sender"  # a keyword from a sender that is not a valid number
 
 
 class InboundMessage(db.Model):
@@ -189,7 +217,7 @@ class InboundMessage(db.Model):
     body: Mapped[str] = mapped_column(Text, default="")
     sender: Mapped[str | None] = mapped_column(String(40))
     text: Mapped[str | None] = mapped_column(Text)
-    action: Mapped[str] = mapped_column(String(16), default="none")
+    action: Mapped[InboundAction] = mapped_column(enum_column(InboundAction), default=InboundAction.NONE)
 
 
 class ImportStatus(StrEnum):
@@ -223,7 +251,7 @@ class ContactImport(db.Model):
     phone_column: Mapped[int | None]
     field_columns: Mapped[list] = mapped_column(JSON, default=list)
     default_country: Mapped[str] = mapped_column(String(2), default="US")
-    status: Mapped[ImportStatus] = mapped_column(String(16), default=ImportStatus.UPLOADED)
+    status: Mapped[ImportStatus] = mapped_column(enum_column(ImportStatus), default=ImportStatus.UPLOADED)
     job_id: Mapped[str | None] = mapped_column(String(64))
     total_rows: Mapped[int | None]
     rows_done: Mapped[int] = mapped_column(default=0)
@@ -240,9 +268,10 @@ class ContactImport(db.Model):
 
     contact_list: Mapped[ContactList | None] = relationship()
 
-    @property
-    def status_enum(self) -> ImportStatus:
-        return ImportStatus(self.status)
+
+class IssueKind(StrEnum):
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
 
 
 class ImportIssue(db.Model):
@@ -253,7 +282,7 @@ class ImportIssue(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     import_id: Mapped[int] = mapped_column(ForeignKey("contact_import.id", ondelete="CASCADE"))
     line: Mapped[int]
-    kind: Mapped[str] = mapped_column(String(16))  # rejected, duplicate
+    kind: Mapped[IssueKind] = mapped_column(enum_column(IssueKind))
     reason_code: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(500))
     raw: Mapped[str] = mapped_column(Text, default="")

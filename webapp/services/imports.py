@@ -27,7 +27,7 @@ from sqlalchemy import delete, insert, select, update
 from werkzeug.datastructures import FileStorage
 
 from webapp.extensions import db
-from webapp.models import Contact, ContactImport, ContactList, ImportIssue, ImportStatus, Suppression, utcnow
+from webapp.models import Contact, ContactImport, ContactList, ImportIssue, ImportStatus, IssueKind, Suppression, utcnow
 from webapp.queues import get_queue
 from webapp.services.csvfiles import (
     CsvProblem,
@@ -227,7 +227,7 @@ def run_import(import_id: int, job_id: str | None = None) -> None:
     direct call (job_id None); any other job leaves it alone.
     """
     contact_import = db.session.get(ContactImport, import_id)
-    if contact_import is None or contact_import.status_enum.is_final:
+    if contact_import is None or contact_import.status.is_final:
         return
     if contact_import.status == ImportStatus.RUNNING:
         if job_id is not None and job_id != contact_import.job_id:
@@ -262,7 +262,7 @@ def run_import(import_id: int, job_id: str | None = None) -> None:
 def _discard_file_when_final(import_id: int) -> None:
     """The uploaded file holds personal data: keep it only while the import may still need it."""
     contact_import = db.session.get(ContactImport, import_id)
-    if contact_import is not None and contact_import.status_enum.is_final:
+    if contact_import is not None and contact_import.status.is_final:
         upload_path(contact_import).unlink(missing_ok=True)
 
 
@@ -348,20 +348,20 @@ class _RowImporter:
         counts = self.counts
         counts["rows_done"] += 1
         if self.phone_column >= len(record):
-            self._issue(line, record, "rejected", "missing_column",
+            self._issue(line, record, IssueKind.REJECTED, "missing_column",
                         f"the row has {len(record)} columns and no phone column (the header has {self.width})")
             return
         try:
             number = normalize(record[self.phone_column], self.country)
         except Rejection as rejection:
-            self._issue(line, record, "rejected", rejection.code, rejection.message)
+            self._issue(line, record, IssueKind.REJECTED, rejection.code, rejection.message)
             return
         key = int(number.e164[1:])
         if key in self.in_list:
-            self._issue(line, record, "duplicate", "in_list", f"{number.e164} is already in the list")
+            self._issue(line, record, IssueKind.DUPLICATE, "in_list", f"{number.e164} is already in the list")
             return
         if key in self.seen:
-            self._issue(line, record, "duplicate", "repeated",
+            self._issue(line, record, IssueKind.DUPLICATE, "repeated",
                         f"{number.e164} appears on an earlier row; the first row is kept")
             return
         self.seen.add(key)
@@ -374,7 +374,7 @@ class _RowImporter:
         self.contacts.append((number.e164, number.region, number.number_type, attributes, line))
 
     def _issue(self, line: int, record: list[str], kind: str, code: str, reason: str) -> None:
-        self.counts["rejected" if kind == "rejected" else "duplicates"] += 1
+        self.counts["rejected" if kind == IssueKind.REJECTED else "duplicates"] += 1
         raw = json.dumps([cell[:MAX_RAW_CELL] for cell in record], ensure_ascii=False)
         self.issues.append(dict(import_id=self.import_id, line=line, kind=kind, reason_code=code,
                                 reason=reason[:500], raw=raw))

@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.extensions import db
-from webapp.models import InboundMessage, Suppression
+from webapp.models import InboundAction, InboundMessage, Suppression, SuppressionSource
 from webapp.provider.delivery_reports import parse_callback
 from webapp.services.csvfiles import guess_phone_column, iter_records, read_preview, sniff_format
 from webapp.services.phones import Rejection, normalize
@@ -19,15 +19,15 @@ _SENDER_KEYS = ("from", "sender", "msisdn", "originator", "source", "src", "mobi
 _TEXT_KEYS = ("text", "message", "body", "msg", "content", "sms")
 
 
-def keyword_action(text: str | None) -> str:
+def keyword_action(text: str | None) -> InboundAction:
     """'opt_out', 'opt_in' or 'none': the first word decides, case and punctuation ignored ('Stop.' opts out)."""
     words = (text or "").strip().split()
     word = "".join(ch for ch in words[0] if ch.isalnum()).upper() if words else ""
     if word in OPT_OUT_WORDS:
-        return "opt_out"
+        return InboundAction.OPT_OUT
     if word in OPT_IN_WORDS:
-        return "opt_in"
-    return "none"
+        return InboundAction.OPT_IN
+    return InboundAction.NONE
 
 
 def is_suppressed(team_id: int, phone: str) -> bool:
@@ -37,7 +37,7 @@ def is_suppressed(team_id: int, phone: str) -> bool:
     ) is not None
 
 
-def suppress(team_id: int, phone: str, source: str, note: str = "") -> bool:
+def suppress(team_id: int, phone: str, source: SuppressionSource, note: str = "") -> bool:
     """Add a number to the suppression list; False when it was already there.
 
     A savepoint absorbs the race of two STOPs for the same number arriving at once (providers retry).
@@ -73,7 +73,7 @@ def suppress_file(path: str, team_id: int, country: str) -> tuple[int, int, int]
             already += 1
             continue
         known.add(phone)
-        db.session.add(Suppression(team_id=team_id, phone=phone, source="csv"))
+        db.session.add(Suppression(team_id=team_id, phone=phone, source=SuppressionSource.CSV))
         added += 1
     return added, already, rejected
 
@@ -94,18 +94,18 @@ def record_inbound(team, body: bytes, content_type: str | None, query_string: st
                              sender=(sender or "").replace("\x00", "")[:40] or None,
                              text=text and text.replace("\x00", ""), action=action)
     db.session.add(message)
-    if action == "none" or not sender:
+    if action == InboundAction.NONE or not sender:
         return message
     try:
         phone = normalize(sender, team.default_country).e164
     except Rejection:
-        message.action = "bad_sender"
+        message.action = InboundAction.BAD_SENDER
         return message
-    if action == "opt_out":
-        suppress(team.id, phone, "inbound", f"replied {text.strip()[:80]!r}")
+    if action == InboundAction.OPT_OUT:
+        suppress(team.id, phone, SuppressionSource.INBOUND, f"replied {text.strip()[:80]!r}")
     else:
         # START undoes only an opt-out that came by text message; one recorded by hand or from a
         # file stays until a person removes it.
         db.session.execute(delete(Suppression).where(Suppression.team_id == team.id, Suppression.phone == phone,
-                                                     Suppression.source == "inbound"))
+                                                     Suppression.source == SuppressionSource.INBOUND))
     return message

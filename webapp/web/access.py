@@ -11,7 +11,6 @@ from flask_login import current_user
 from sqlalchemy import Select, select
 
 from webapp.extensions import db
-from webapp.models import Role
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -34,7 +33,7 @@ def admin_required(view):
 
     @wraps(view)
     def wrapped(*args, **kwargs):
-        if not Role(current_user.role).can_admin:
+        if not current_user.can_admin:
             abort(403)
         return view(*args, **kwargs)
 
@@ -46,7 +45,7 @@ def refuse_viewer_changes() -> None:
     if (
         request.method not in SAFE_METHODS
         and current_user.is_authenticated
-        and not Role(current_user.role).can_edit
+        and not current_user.can_edit
         and request.endpoint not in {"auth.logout"}
     ):
         abort(403)

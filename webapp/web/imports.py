@@ -171,7 +171,7 @@ def progress(import_id: int):
 def _progress_context(contact_import: ContactImport) -> dict:
     """What the progress fragment shows: counters, rate, and once final the first rows not imported."""
     issues = []
-    if contact_import.status_enum.is_final:
+    if contact_import.status.is_final:
         issues = db.session.scalars(
             select(ImportIssue).where(ImportIssue.import_id == contact_import.id).order_by(ImportIssue.line)
             .limit(20)
@@ -185,7 +185,7 @@ def _progress(contact_import: ContactImport) -> dict:
     end = contact_import.finished_at or utcnow()
     elapsed = (end - contact_import.started_at).total_seconds() if contact_import.started_at else 0.0
     rate = done / elapsed if elapsed > 0 else 0.0
-    left = (total - done) / rate if rate and total and not contact_import.status_enum.is_final else None
+    left = (total - done) / rate if rate and total and not contact_import.status.is_final else None
     percent = 100 if contact_import.status == ImportStatus.DONE else (100 * done // total if total else 0)
     return {"done": done, "total": total, "rate": rate, "seconds_left": left, "percent": min(percent, 100),
             "elapsed": elapsed}
@@ -206,7 +206,7 @@ def cancel(import_id: int):
 def remove_contacts(import_id: int):
     """Take out the contacts this import added."""
     contact_import = team_get_or_404(ContactImport, import_id)
-    if not contact_import.status_enum.is_final:
+    if not contact_import.status.is_final:
         flash("Stop the import first.", "error")
         return redirect(url_for("imports.show", import_id=import_id))
     removed = importer.remove_imported_contacts(contact_import)

@@ -6,7 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from webapp.extensions import db
-from webapp.models import Suppression
+from webapp.models import Suppression, SuppressionSource
 from webapp.services.contacts import contains_pattern
 from webapp.services.csvfiles import CsvProblem
 from webapp.services.optouts import suppress, suppress_file
@@ -42,7 +42,7 @@ def add():
     except Rejection as rejection:
         flash(f"Not added: {rejection.message}.", "error")
         return redirect(url_for("optouts.index"))
-    if suppress(current_user.team_id, number.e164, "manual", request.form.get("note", "")):
+    if suppress(current_user.team_id, number.e164, SuppressionSource.MANUAL, request.form.get("note", "")):
         db.session.commit()
         flash(f"{number.e164} will not receive messages.", "success")
     else:
