@@ -1,6 +1,7 @@
 """The tolerant callback parser: every body style, key spelling and status vocabulary, and garbage."""
 
 import json
+import time
 from decimal import Decimal
 
 import pytest
@@ -232,3 +233,35 @@ def test_garbage_query_string_never_raises():
     """Malformed percent escapes in the query string are tolerated."""
     parsed = parse_callback(b"", None, "status=%E0%A4%A&uniqueid=%ZZ")
     assert parsed.state is DeliveryState.UNKNOWN and parsed.unique_id == "%ZZ"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"status=DELIVRD&parts=1e1000000&cost=1e1000000", FORM),
+        (b'{"status": "DELIVRD", "parts": 1e1000000, "cost": 1e1000000}', "application/json"),
+        (b"status=DELIVRD&parts=" + b"9" * 5000, FORM),
+    ],
+    ids=["form-exponent", "json-exponent", "form-5000-digits"],
+)
+def test_huge_numbers_are_unreadable_quickly(body, content_type):
+    """parts=1e1000000 (int() of it took 30 s) or 5,000 digits is read as no number, at once."""
+    started = time.perf_counter()
+    parsed = parse_callback(body, content_type)
+    assert time.perf_counter() - started < 0.5
+    assert parsed.parts is None and parsed.cost is None
+    assert parsed.state is DeliveryState.DELIVERED
+
+
+def test_plausible_parts_and_cost_are_still_read():
+    """The bound on numbers leaves every real value alone: 10 parts, a cost of 1234.5."""
+    parsed = parse_callback(b"parts=10&cost=1234.5", FORM)
+    assert parsed.parts == 10 and parsed.cost == Decimal("1234.5")
+
+
+def test_json_with_one_byte_that_is_not_utf8_keeps_its_fields():
+    """One Latin-1 byte in a JSON callback costs that character, not every field."""
+    body = b'{"uniqueid": "u-9", "reference": "r-9", "status": "DELIVRD", "note": "caf\xe9"}'
+    parsed = parse_callback(body, "application/json")
+    assert (parsed.unique_id, parsed.reference, parsed.state) == ("u-9", "r-9", DeliveryState.DELIVERED)
+    assert parsed.fields["note"] == "caf\ufffd"

@@ -90,6 +90,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
 
 _NOT_ALNUM = re.compile(r"[^0-9a-z]")
 _MAX_BODY = 1024 * 1024  # callbacks are small; anything larger is not one
+# No SMS has a million parts or costs a million: a bigger number is unreadable, not converted.
+# int() of Decimal("1e1000000") builds a million-digit integer and held a web thread for 30 s.
+_MAX_NUMBER_CHARS = 40
+_MAX_ADJUSTED_EXPONENT = 5  # below 1,000,000
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,9 @@ def _body_fields(body: bytes, content_type: str) -> dict[str, str]:
 
 def _json_fields(body: bytes, content_type: str = "") -> dict[str, str]:
     try:
-        data = json.loads(body.decode("utf-8-sig"), parse_float=Decimal)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        # JSON is UTF-8 by definition; one stray byte costs that character, not every field.
+        data = json.loads(body.decode("utf-8-sig", "replace"), parse_float=Decimal, parse_int=_json_int)
+    except (ValueError, RecursionError):
         return {}
     if isinstance(data, list):  # a batch: take the first event (one callback per message so far)
         data = next((item for item in data if isinstance(item, dict)), None)
@@ -255,14 +260,24 @@ def _normalise(key: str) -> str:
     return _NOT_ALNUM.sub("", key.lower())
 
 
+def _json_int(digits: str) -> int | Decimal:
+    """A JSON integer; a long one stays a Decimal (int() refuses over 4,300 digits, slowly before that)."""
+    return int(digits) if len(digits) <= _MAX_NUMBER_CHARS else Decimal(digits)
+
+
 def _decimal(value: str | None) -> Decimal | None:
+    """A plausible amount, or None: unreadable, infinite, NaN or over a million."""
     if value is None:
         return None
+    text = value.strip().lstrip("$€£")
+    if len(text) > _MAX_NUMBER_CHARS:
+        return None
     try:
-        number = Decimal(value.strip().lstrip("$€£"))
+        number = Decimal(text)
     except InvalidOperation:
         return None
-    return number if number.is_finite() else None
+    # adjusted() reads the exponent without arithmetic, which could overflow the context.
+    return number if number.is_finite() and number.adjusted() <= _MAX_ADJUSTED_EXPONENT else None
 
 
 def _integer(value: str | None) -> int | None:
