@@ -7,7 +7,7 @@ import phonenumbers
 import pytest
 
 from webapp.services.csvfiles import neutralize_cell
-from webapp.services.phones import PhoneNumber, Rejection, normalize
+from webapp.services.phones import PhoneNumber, Rejection, normalize, number_type_label
 
 
 def rejection(raw: str, region: str) -> Rejection:
@@ -110,7 +110,7 @@ def test_spreadsheet_values_that_lost_digits_are_rejected(raw, region):
     """Zeros that came from the exponent are not digits: refuse rather than store a wrong number."""
     problem = rejection(raw, region)
     assert problem.code == "digits_lost"
-    assert problem.message.startswith(f"digits lost in spreadsheet ({raw})")
+    assert problem.message.startswith(f"Digits lost in spreadsheet: {raw} kept only")
 
 
 def test_lost_digits_would_otherwise_pass_as_valid():
@@ -136,7 +136,7 @@ def test_local_only_number_is_rejected_although_possible():
     assert phonenumbers.is_possible_number(number)
     problem = rejection("555-1234", "US")
     assert problem.code == "invalid_number"
-    assert "area code" in problem.message
+    assert problem.message == "Area code missing: 555-1234 is only a local number in United States (+1)"
 
 
 def test_international_number_without_plus_in_the_wrong_region_is_rejected():
@@ -146,8 +146,8 @@ def test_international_number_without_plus_in_the_wrong_region_is_rejected():
     assert not phonenumbers.is_valid_number(parsed)
     problem = rejection("447400123456", "US")
     assert problem.code == "invalid_number"
-    assert "+1447400123456" in problem.message
-    assert "needs + and its country code" in problem.message
+    assert problem.message == ("Too many digits: 447400123456 is too long for United States (+1); "
+                               "a number from another country needs + and its country code")
     assert normalize("447400123456", "GB").e164 == "+447400123456"
 
 
@@ -237,3 +237,37 @@ def test_acceptance_matches_is_valid_number():
         accepted += got
     assert accepted > 100  # the sample must exercise both outcomes
     assert checked - accepted > 100
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "message"),
+    [
+        ("12345", "US", "Too few digits: 12345 is too short for United States (+1)"),
+        ("+44 12", "US", "Too few digits: +44 12 is too short for United Kingdom (+44)"),
+        ("4155552671", "GB", "No such number: 4155552671 is in no number range of United Kingdom (+44); "
+                             "a number from another country needs + and its country code"),
+        ("abc", "GB", "Not a phone number: abc"),
+        ("+999 1234 5678", "GB", "Unknown country code: +999 1234 5678"),
+        ("", "GB", "No phone number"),
+    ],
+)
+def test_reasons_say_what_was_typed_and_why(raw, region, message):
+    """A reason quotes the cell as typed and names the country it was read in, never "read as +112345"."""
+    assert rejection(raw, region).message == message
+
+
+@pytest.mark.parametrize("raw", ["=1+1", "-5", "@SUM(A1)", "+", "+1", "+44 12", "-", "1.41556E+10", "+999 1",
+                                 "=" * 100, "00", "+0014155552671", "1E999999", "1.5E1", "12345678901234567890"])
+def test_reasons_never_begin_with_a_formula_character(raw):
+    """A reason exported to a spreadsheet must not be run by it: it starts with a word, whatever was typed."""
+    message = rejection(raw, "US").message
+    assert message[0].isalpha(), message
+    assert len(message) < 200  # a long cell is quoted only in part
+
+
+def test_number_types_in_plain_words():
+    """US numbers don't say whether they are mobiles: no "fixed line or mobile" jargon on the page."""
+    assert number_type_label("fixed_line_or_mobile") == "mobile or landline (the number doesn't say which)"
+    assert number_type_label("fixed_line") == "landline"
+    assert number_type_label("mobile") == "mobile"
+    assert number_type_label("something_new") == "something new"
