@@ -418,3 +418,41 @@ def test_sandbox_logs_nothing_at_warning_for_a_normal_send(sandbox, client, capl
     caplog.set_level(logging.WARNING)
     assert send(client).accepted
     assert caplog.records == []
+
+
+def test_the_sandbox_bills_with_its_own_count_of_parts():
+    """Its part counter is a separate implementation, so comparing estimates with bills proves something."""
+    import ast
+    from pathlib import Path
+
+    import webapp.provider.sandbox as sandbox_module
+
+    tree = ast.parse(Path(sandbox_module.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not any(name and name.endswith("segments") for name in imported)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_billed_parts_agree_with_the_estimator_on_random_texts(seed):
+    """Two independent implementations agree on texts built from the characters that trip counters up."""
+    import random
+
+    from webapp.provider.sandbox_billing import billed_parts
+    from webapp.provider.segments import measure
+
+    alphabet = ["a", "Z", "7", " ", "€", "[", "|", "^", "é", "ç", "’", "—", "…", "\u00a0", "😀", "🇫🇷", "\n", "£", "`"]
+    rng = random.Random(seed)
+    for _ in range(400):
+        gsm_only = rng.random() < 0.5
+        pool = [c for c in alphabet if c in "aZ7 €[|^é\n£"] if gsm_only else alphabet
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 480)))
+        assert billed_parts(text) == measure(text).parts, repr(text)
+
+
+def test_an_mms_is_billed_per_message_at_the_mms_price():
+    """The sandbox charges an MMS one message at its own MMS price, whatever the text length."""
+    from webapp.provider.sandbox_billing import billed_cost
+
+    assert billed_cost("x" * 400, Decimal("0.015"), media=True, mms_price=Decimal("0.05")) == (1, Decimal("0.05"))
+    assert billed_cost("x" * 400, Decimal("0.015")) == (3, Decimal("0.045"))

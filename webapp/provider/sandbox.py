@@ -1,7 +1,8 @@
 """The built-in MultiTEL-compatible provider: a small WSGI app served by waitress in a thread.
 
 It answers POST /v3/sendsms like the real API (Basic auth, the same JSON envelope, parts and cost
-from webapp.provider.segments), records every accepted send, posts delivery callbacks to the notify URL, and
+counted by its own sandbox_billing, never by the estimator it is meant to check), records every
+accepted send, posts delivery callbacks to the notify URL, and
 injects the failures the client must survive (429, 503, 500, and a hang *after* accepting, which is
 the ambiguous case). Control endpoints let tests and demos steer it at run time:
 
@@ -51,7 +52,7 @@ import requests
 import waitress
 from waitress.channel import HTTPChannel
 
-from webapp.provider import segments
+from webapp.provider.sandbox_billing import billed_cost
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class SandboxConfig:
 
     accounts: dict[str, str] = field(default_factory=lambda: {"sandbox": "sandbox"})
     price_per_part: Decimal = Decimal("0.015")
+    mms_price: Decimal = Decimal("0.05")  # an MMS is billed per message, whatever its text
     callback_delay: float = 0.2  # seconds from acceptance to the final callback
     delivered_rate: float = 0.95  # the rest end UNDELIV, REJECTD or EXPIRED
     duplicate_callbacks: bool = False  # post every callback twice
@@ -94,6 +96,7 @@ class SandboxConfig:
 
     def __post_init__(self) -> None:
         self.price_per_part = Decimal(str(self.price_per_part))
+        self.mms_price = Decimal(str(self.mms_price))
         for name in ("delivered_rate", "error_500_rate", "error_503_rate", "error_429_rate", "hang_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
@@ -108,6 +111,7 @@ class SandboxConfig:
     def as_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["price_per_part"] = str(self.price_per_part)
+        data["mms_price"] = str(self.mms_price)
         data["accounts"] = sorted(self.accounts)  # names only: passwords stay out of the API
         return data
 
@@ -407,18 +411,18 @@ class SandboxApp:
             self._schedule_callbacks(message, config)
         if config.hang_rate and state.draw() < config.hang_rate:
             state.release.wait(config.hang_seconds)  # accepted, but the reply comes too late
-        return 200, _success(message, config.price_per_part), []
+        return 200, _success(message, config.mms_price if message.media_bytes else config.price_per_part), []
 
     def _accept(self, form: dict[str, str], config: SandboxConfig) -> SentMessage:
         text = form["text"]
-        parts = segments.measure(text).parts
+        media = form.get("media")
+        parts, cost = billed_cost(text, config.price_per_part, media=bool(media), mms_price=config.mms_price)
         unique_id = str(uuid.uuid4())
         if self.state.draw() < config.delivered_rate:
             final_status, final_cause = "DELIVRD", 0
         else:
             final_status = self.state.choose(sorted(FAILED_STATUSES))
             final_cause = FAILED_STATUSES[final_status]
-        media = form.get("media")
         return SentMessage(
             reference=form.get("reference") or None,
             to=form["to"].strip(),
@@ -427,7 +431,7 @@ class SandboxApp:
             unique_id=unique_id,
             pid="SBX" + uuid.uuid4().hex[:7].upper() + unique_id,
             parts=parts,
-            cost=segments.cost(parts, config.price_per_part),
+            cost=cost,
             time=datetime.now(UTC),
             notify_url=form.get("notifyurl") or None,
             media_bytes=len(base64.b64decode(media)) if media else 0,
@@ -649,7 +653,7 @@ def _json_default(value: Any) -> Any:
 
 def _coerce(name: str, value: Any) -> Any:
     """A JSON value for a config field, converted to the field's type or ValueError."""
-    if name == "price_per_part":
+    if name in ("price_per_part", "mms_price"):
         try:
             return Decimal(str(value))
         except InvalidOperation:
