@@ -49,11 +49,20 @@ def test_list_pages_and_search(client, filled_list):
 
 
 def test_htmx_search_returns_the_table_fragment(client, filled_list):
-    """An htmx search request gets just the table, not the whole page."""
+    """An htmx 4 search (HX-Target: div#contacts-table) gets just the table, not the whole page."""
     fragment = client.get(f"/lists/{filled_list}?q=Person 2", headers={"HX-Request": "true",
-                                                                        "HX-Target": "contacts-table"})
+                                                                        "HX-Target": "div#contacts-table"})
     text = fragment.get_data(as_text=True)
-    assert text.lstrip().startswith("<div id=\"contacts-table\">") and "<html" not in text
+    assert text.lstrip().startswith("<div id=\"contacts-table\">") and "<html" not in text and "<main" not in text
+    assert {"HX-Request", "HX-Target"} <= set(fragment.vary)
+
+
+@pytest.mark.parametrize("target", [None, "body", "div", "div#something-else"])
+def test_other_htmx_requests_get_the_whole_page(client, filled_list, target):
+    """A history restore (HX-Target: body) or any other target gets the full page, exactly once."""
+    headers = {"HX-Request": "true"} | ({"HX-Target": target} if target else {})
+    text = client.get(f"/lists/{filled_list}?q=Person 2", headers=headers).get_data(as_text=True)
+    assert text.count("<main") == 1 and text.count('id="contacts-table"') == 1
 
 
 def test_export_neutralises_formulas(client, filled_list):

@@ -6,6 +6,9 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the viewer guard."""
+    from webapp.web import security
+
+    security.init_app(app)  # first, so every response gets the headers
     from webapp.web import access, auth, contacts, dashboard, health, imports, optouts, settings, users, webhooks
 
     app.before_request(access.refuse_viewer_changes)

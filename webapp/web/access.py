@@ -5,6 +5,7 @@ team gets 404, never someone else's row. tests/test_access.py walks the URL map 
 """
 
 from functools import wraps
+from urllib.parse import unquote
 
 from flask import abort, request
 from flask_login import current_user
@@ -13,6 +14,18 @@ from sqlalchemy import Select, select
 from webapp.extensions import db
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def htmx_target() -> str | None:
+    """The id of the element an htmx request will swap into, or None for a full-page load.
+
+    htmx 4 sends HX-Target as `tag#id` (`div#contacts-table`, the id URI-encoded), or the bare tag
+    (`body` for history restores) when the target has no id; htmx 2 sent the bare id. Compare ids,
+    never the raw header."""
+    if not request.headers.get("HX-Request"):
+        return None
+    _tag, hash_sign, element_id = request.headers.get("HX-Target", "").partition("#")
+    return (unquote(element_id) or None) if hash_sign else None
 
 
 def team_select(model) -> Select:

@@ -2,7 +2,17 @@
 
 from datetime import datetime
 
-from flask import Blueprint, Response, flash, redirect, render_template, request, stream_with_context, url_for
+from flask import (
+    Blueprint,
+    Response,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user, login_required
 from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +23,7 @@ from webapp.models import Contact, ContactList, Suppression
 from webapp.services.contacts import contains_pattern, suppressed_phones
 from webapp.services.csvfiles import stream_csv
 from webapp.services.imports import active_import_into
-from webapp.web.access import team_get_or_404, team_select
+from webapp.web.access import htmx_target, team_get_or_404, team_select
 
 bp = Blueprint("contacts", __name__)
 
@@ -72,9 +82,10 @@ def show(list_id: int):
     suppressed = suppressed_phones(contact_list.team_id, [c.phone for c in contacts])
     context = dict(contact_list=contact_list, contacts=contacts, suppressed=suppressed, query=query,
                    results=results, field_names=_field_names(contacts))
-    if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "contacts-table":
-        return render_template("contacts/_table.html", **context)
-    return render_template("contacts/show.html", **context)
+    template = "contacts/_table.html" if htmx_target() == "contacts-table" else "contacts/show.html"
+    response = make_response(render_template(template, **context))
+    response.vary.update(("HX-Request", "HX-Target"))  # one URL, two bodies: caches must keep them apart
+    return response
 
 
 def _field_names(contacts: list[Contact]) -> list[str]:
