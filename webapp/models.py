@@ -15,6 +15,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 from webapp.provider.delivery_reports import DeliveryState
+from webapp.provider.segments import Encoding
 
 
 def utcnow() -> datetime:
@@ -48,6 +49,9 @@ class Role(StrEnum):
         return self in (Role.OWNER, Role.ADMIN)
 
 
+DEFAULT_OPTOUT_FOOTER = "Reply STOP to opt out"
+
+
 class Team(db.Model):
     """A workspace: its members, provider account, contacts and campaigns."""
 
@@ -69,6 +73,13 @@ class Team(db.Model):
     inbound_token: Mapped[str] = mapped_column(
         String(64), unique=True, default=lambda: secrets.token_urlsafe(32)
     )
+    # Compose (issue 9): appended to every message unless a campaign explicitly leaves it off.
+    optout_footer: Mapped[str] = mapped_column(String(160), default=DEFAULT_OPTOUT_FOOTER)
+    test_numbers: Mapped[list] = mapped_column(JSON, default=list)  # E.164 strings, for test sends
+    mms_price: Mapped[Decimal] = mapped_column(Numeric(12, 5), default=Decimal("0.05"))  # per message
+    # {"GB": "0.04", ...}: a price per part for a destination country, as strings so money stays exact;
+    # a country not listed costs price_per_part.
+    country_prices: Mapped[dict] = mapped_column(JSON, default=dict)
 
     users: Mapped[list["User"]] = relationship(back_populates="team")
     sender_numbers: Mapped[list["SenderNumber"]] = relationship(
@@ -286,3 +297,156 @@ class ImportIssue(db.Model):
     reason_code: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(500))
     raw: Mapped[str] = mapped_column(Text, default="")
+
+# Compose (issue 9): templates, campaign drafts, the audience summary and the messages sent.
+
+
+class MessageTemplate(db.Model):
+    """A reusable message body with {{ field }} placeholders (webapp.services.templating)."""
+
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_message_template_team_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_editable(self) -> bool:
+        """Only a draft changes; from launch on, the frozen text is what goes out."""
+        return self is CampaignStatus.DRAFT
+
+
+class CampaignList(db.Model):
+    """One list of a campaign's audience; position orders them, and the first list wins a duplicate."""
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("contact_list.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(default=0)
+
+    contact_list: Mapped[ContactList] = relationship()
+
+
+class Campaign(db.Model):
+    """A message to one or more lists: a draft until launch, when its text is frozen."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[CampaignStatus] = mapped_column(enum_column(CampaignStatus), default=CampaignStatus.DRAFT)
+    # Where the body came from; the body is a copy, so editing the template never changes the campaign.
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("message_template.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(Text, default="")
+    sender_number_id: Mapped[int | None] = mapped_column(ForeignKey("sender_number.id", ondelete="SET NULL"))
+    # Leaving the opt-out footer off is an explicit choice, kept here; its text is frozen at launch.
+    include_footer: Mapped[bool] = mapped_column(default=True)
+    footer_text: Mapped[str | None] = mapped_column(String(160))
+    # One MMS image, stored under UPLOAD_FOLDER as image_name (a random name), checked by its bytes.
+    image_name: Mapped[str | None] = mapped_column(String(64))
+    image_mime: Mapped[str | None] = mapped_column(String(32))
+    image_size: Mapped[int | None]
+    image_filename: Mapped[str | None] = mapped_column(String(255))  # as uploaded, for display only
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    frozen_text: Mapped[str | None] = mapped_column(Text)  # the template body + footer at launch
+    launched_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    audience: Mapped[list[CampaignList]] = relationship(
+        order_by=CampaignList.position, cascade="all, delete-orphan"
+    )
+    template: Mapped[MessageTemplate | None] = relationship()
+    sender_number: Mapped[SenderNumber | None] = relationship()
+
+    @property
+    def list_ids(self) -> list[int]:
+        return [entry.list_id for entry in self.audience]
+
+    @property
+    def is_mms(self) -> bool:
+        return self.image_name is not None
+
+
+class SummaryStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (SummaryStatus.DONE, SummaryStatus.FAILED)
+
+
+class AudienceSummary(db.Model):
+    """The audience summary of a draft as it was when computed; `fingerprint` tells when it is stale."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[SummaryStatus] = mapped_column(enum_column(SummaryStatus), default=SummaryStatus.QUEUED)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    total: Mapped[int | None]
+    done: Mapped[int] = mapped_column(default=0)
+    result: Mapped[dict | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class MessageKind(StrEnum):
+    TEST = "test"
+    CAMPAIGN = "campaign"
+
+
+class MessageStatus(StrEnum):
+    CREATED = "created"  # row written, not yet posted
+    SENDING = "sending"  # marked immediately before the POST: it may have reached the provider
+    ACCEPTED = "accepted"  # the provider queued it (unique_id kept)
+    FAILED = "failed"  # refused or not sent; `error` says why
+    UNKNOWN = "unknown"  # ambiguous reply: reconcile by reference, never resend automatically
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+
+
+class Message(db.Model):
+    """One message to one number (a test send or a campaign's), created before it is posted."""
+
+    __table_args__ = (Index("ix_message_team_unique_id", "team_id", "unique_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"))
+    kind: Mapped[MessageKind] = mapped_column(enum_column(MessageKind))
+    phone: Mapped[str] = mapped_column(String(20))
+    sender: Mapped[str] = mapped_column(String(20), default="")
+    text: Mapped[str] = mapped_column(Text)
+    encoding: Mapped[Encoding] = mapped_column(enum_column(Encoding, 8))
+    parts: Mapped[int]
+    estimated_cost: Mapped[Decimal] = mapped_column(Numeric(12, 5))
+    is_mms: Mapped[bool] = mapped_column(default=False)
+    # Our own id, sent as MultiTEL's `reference` so a callback matches even if unique_id was never saved.
+    reference: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: secrets.token_urlsafe(16))
+    status: Mapped[MessageStatus] = mapped_column(enum_column(MessageStatus), default=MessageStatus.CREATED)
+    unique_id: Mapped[str | None] = mapped_column(String(100))
+    billed_parts: Mapped[int | None]
+    billed_cost: Mapped[Decimal | None] = mapped_column(Numeric(12, 5))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
