@@ -1,7 +1,9 @@
 """The MultiTEL client against the live sandbox and tiny raw-socket servers: every outcome, over real HTTP."""
 
 import base64
+import json
 import logging
+import random
 import socket
 import struct
 import threading
@@ -15,7 +17,6 @@ import pytest
 
 from webapp.provider import segments
 from webapp.provider.multitel import (
-    ConnectionCheck,
     Credentials,
     MultitelClient,
     Outcome,
@@ -180,13 +181,6 @@ def test_every_form_field_and_basic_auth_go_on_the_wire():
         "notifyurl": "https://app.example/hook?t=1",
         "reference": "r-9",
     }
-
-
-def test_media_that_is_not_jpg_or_png_is_rejected_before_sending(client, sandbox):
-    """A GIF raises ValueError and nothing reaches the provider."""
-    with pytest.raises(ValueError, match="JPEG or PNG"):
-        send(client, media=b"GIF89a....")
-    assert sandbox.state.sends_for() == []
 
 
 def test_each_thread_gets_its_own_reused_session(client):
@@ -452,43 +446,78 @@ def test_password_never_appears_in_reprs_results_or_logs(sandbox, caplog):
 
 
 def test_check_connection_accepts_good_credentials_and_sends_nothing(sandbox):
-    """The empty form is refused by validation, which proves the credentials passed; nothing is queued."""
-    assert check_connection(sandbox.url, Credentials("acme", SECRET)) == ConnectionCheck(True, "credentials accepted")
+    """Good credentials: ok, saying which two empty requests proved it and what stays unverified; nothing queued."""
+    check = check_connection(sandbox.url, Credentials("acme", SECRET))
+    url = f"{sandbox.url}/v3/sendsms"
+    assert check.ok
+    assert check.message == f"MultiTEL's API answered at {url} and accepted the username and password."
+    assert "made-up username the API answered HTTP 401" in check.verified_by
+    assert "with yours it answered HTTP 400 ('from' is required; cause 1001)" in check.verified_by
+    assert check.not_verified.startswith("Not verified: that the sender numbers may send, the account balance")
     assert sandbox.state.sends_for() == []
 
 
 def test_check_connection_reports_refused_credentials(sandbox):
-    """A 401 reads as 'username or password was refused'."""
+    """A 401 reads as 'the username or password was refused', after one request."""
     check = check_connection(sandbox.url, Credentials("acme", "nope"))
-    assert check == ConnectionCheck(False, "username or password was refused")
+    assert not check.ok and "username or password was refused (HTTP 401)" in check.message
+    assert check.verified_by.startswith("Tried one POST of an empty message")
 
 
 def test_check_connection_reports_an_unreachable_url():
     """A closed port reads as 'cannot reach' with the URL tried."""
     url = f"http://127.0.0.1:{closed_port()}"
     check = check_connection(url, Credentials("a", "b"), Timeouts(0.5, 1))
-    assert check == ConnectionCheck(False, f"cannot reach {url}/v3/sendsms")
+    assert not check.ok and check.message == f"cannot reach {url}/v3/sendsms"
+
+
+@pytest.mark.parametrize("suffix", ["/v3", "/api"])
+def test_check_connection_says_the_url_is_wrong_when_the_api_answers_404_with_its_envelope(suffix):
+    """A base URL ending in /v3 or /api: the API's 404 envelope is 'the API URL is wrong', never 'accepted'."""
+    reply = http_reply("404 Not Found", envelope("404", "Failed", "Not found", 404))
+    with RawServer(reply) as server:
+        check = check_connection(server.url + suffix, Credentials("a", "wrong password"), FAST)
+    assert not check.ok and check.message.startswith("The API URL is wrong")
+    assert f"ends in {suffix}" in check.message
+    assert "Not verified: the username and password" in check.not_verified
+    assert len(server.requests) == 1
+
+
+def test_check_connection_says_the_url_is_wrong_for_the_sandbox_under_v3(sandbox):
+    """The sandbox with /v3 on its base URL: 'the API URL is wrong', not a bare HTTP 404."""
+    check = check_connection(sandbox.url + "/v3", Credentials("acme", SECRET), FAST)
+    assert not check.ok and "The API URL is wrong" in check.message and "ends in /v3" in check.message
+
+
+def test_check_connection_does_not_claim_credentials_an_api_never_checks():
+    """An API answering the empty form the same whatever the username: reached, but credentials not verified."""
+    reply = http_reply("400 Bad Request", envelope("400", "Failed", "to is required", 1002))
+    with RawServer(reply) as server:
+        check = check_connection(server.url, Credentials("a", "any password"), FAST)
+    assert not check.ok
+    assert "could not be checked without sending a real message" in check.message
+    assert "made-up username it gave HTTP 400" in check.verified_by
+    assert check.not_verified.startswith("Not verified: the username and password")
+    assert b"Authorization: Basic " + base64.b64encode(b"connection-check-not-a-user:any password") \
+        in server.requests[1]
 
 
 @pytest.mark.parametrize(
-    ("reply", "ok", "fragment"),
+    ("reply", "fragment"),
     [
-        (
-            http_reply("200 OK", envelope("400", "Failed", "to is required", 1002)),
-            True,
-            "credentials accepted",
-        ),
-        (http_reply("500 Internal Server Error", b"oops"), False, "HTTP 500"),
-        (http_reply("429 Too Many Requests", envelope("429", "Failed", "slow down", 1429)), False, "busy"),
-        (http_reply("200 OK", b"<html>a web page</html>"), False, "HTTP 200"),
+        (http_reply("500 Internal Server Error", b"oops"), "HTTP 500"),
+        (http_reply("429 Too Many Requests", envelope("429", "Failed", "slow down", 1429)), "busy"),
+        (http_reply("200 OK", b"<html>a web page</html>"), "HTTP 200, which is not MultiTEL's API"),
+        (http_reply("302 Found", headers={"Location": "https://x.example/"}), "redirects (HTTP 302) to https://x"),
     ],
-    ids=["2xx-envelope", "500", "429", "2xx-not-the-api"],
+    ids=["500", "429", "2xx-not-the-api", "redirect"],
 )
-def test_check_connection_interprets_other_answers(reply, ok, fragment):
-    """A 2xx envelope passes; a 500, a 429 or a page that is not the API is a plain message."""
+def test_check_connection_interprets_other_answers(reply, fragment):
+    """A 500, a 429, a web page or a redirect is a plain failure that says what answered; no message fields sent."""
     with RawServer(reply) as server:
         check = check_connection(server.url, Credentials("a", "b"), FAST)
-    assert check.ok is ok and fragment in check.message
+    assert not check.ok and fragment in check.message
+    assert check.verified_by.startswith(f"Tried one POST of an empty message (no recipient, no text) to {server.url}")
     assert b"to=" not in server.requests[0] and b"text=" not in server.requests[0]
 
 
@@ -500,3 +529,154 @@ def test_retry_after_accepts_seconds_and_http_dates():
     assert 25 <= parse_retry_after(future) <= 31
     past = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(past) == 0.0
+
+
+# --- any reply, any input: a result, never an exception ----------------------------------------------
+
+
+def success(**response) -> bytes:
+    fields = {"status": "Success", "message": "Message queued", "causecode": 0, "uniqueid": "u-1", **response}
+    inner = ", ".join(f'"{key}": {value if not isinstance(value, str) else json.dumps(value)}'
+                      for key, value in fields.items())
+    return f'{{"status": {{"code": "200", "msg": ""}}, "response": {{{inner}}}}}'.encode()
+
+
+@pytest.mark.parametrize("number", ["1e5000", "1" + "0" * 5000, "1e1000000"], ids=["exponent", "digits", "huge"])
+def test_absurd_parts_in_a_success_reply_is_accepted_with_parts_flagged(number):
+    """The provider accepted, so the result is ACCEPTED (a retry would send twice); parts is flagged unreadable."""
+    reply = success(parts=f"@{number}@", cost=f"@{number}@").replace(b'"@', b"").replace(b'@"', b"")
+    with RawServer(http_reply("200 OK", reply)) as server:
+        started = time.perf_counter()
+        result = send(MultitelClient(server.url, Credentials("a", "b"), timeouts=FAST))
+    assert time.perf_counter() - started < 2
+    assert result.outcome is Outcome.ACCEPTED and result.unique_id == "u-1"
+    assert result.parts is None and result.cost is None
+    assert set(result.unreadable) == {"parts", "cost"}
+    assert "parts unreadable" in result.reason
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"text": "Hi \ud800 there"}, {"reference": "ref-\udc00"}, {"to": "+1415555\ud83d"}],
+    ids=["text", "reference", "to"],
+)
+def test_lone_surrogate_is_refused_before_the_post(client, sandbox, fields):
+    """A string that cannot be UTF-8 is REFUSED with the field named, and nothing reaches the provider."""
+    result = send(client, **fields)
+    [name] = fields
+    assert result.outcome is Outcome.REFUSED and result.http_status is None
+    assert "invalid input" in result.reason and f"'{name}'" in result.reason
+    assert "not sent" in result.reason
+    assert sandbox.state.sends_for() == []
+
+
+@pytest.mark.parametrize("sender", [None, "", "   "], ids=["none", "empty", "blank"])
+def test_missing_sender_is_refused_before_the_post(sender):
+    """from=None (or blank) is never posted: REFUSED with 'from' named, and the server saw no request."""
+    with RawServer(http_reply("200 OK", success(parts=1))) as server:
+        result = send(MultitelClient(server.url, Credentials("a", "b"), timeouts=FAST), sender=sender)
+    assert result.outcome is Outcome.REFUSED and result.http_status is None
+    assert "'from'" in result.reason and "invalid input" in result.reason
+    assert server.requests == []
+
+
+def test_bad_media_is_refused_before_the_post(client, sandbox):
+    """A GIF is REFUSED as invalid input rather than raised, and nothing reaches the provider."""
+    result = send(client, media=b"GIF89a....")
+    assert result.outcome is Outcome.REFUSED and "JPEG or PNG" in result.reason
+    assert sandbox.state.sends_for() == []
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> str:
+    """A JSON value chosen to hurt: huge numbers, lone surrogates, nesting, wrong types."""
+    choices = [
+        lambda: "1e" + str(rng.choice([5, 400, 5000, 1000000])),
+        lambda: "-" + "9" * rng.choice([1, 20, 5000]),
+        lambda: rng.choice(["null", "true", "false", "NaN", "Infinity", "-0", "0.1e-999999"]),
+        lambda: json.dumps(rng.choice(["Success", "Failed", "200", "", "\ud800", "\x00", "é" * 50])),
+        lambda: '"\\ud83d"',
+        lambda: "[" * 50 + "]" * 50,
+        lambda: "{" + ", ".join(f'"{k}": {_random_value(rng, depth + 1)}' for k in ("status", "code")) + "}"
+        if depth < 2 else "{}",
+    ]
+    return rng.choice(choices)()
+
+
+def _random_reply(rng: random.Random) -> bytes:
+    status = rng.choice([200, 200, 201, 204, 301, 400, 401, 404, 405, 408, 413, 429, 500, 502, 503, 504, 599, 999])
+    kind = rng.randrange(6)
+    if kind == 0:
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(200)))
+    elif kind == 1:
+        body = f'{{"status": {{"code": {_random_value(rng)}, "msg": {_random_value(rng)}}}, "response": {{' \
+               + ", ".join(f'"{key}": {_random_value(rng)}' for key in
+                           ("status", "message", "causecode", "uniqueid", "cost", "parts", "permsg", "pid")) \
+               + "}}"
+        body = body.encode("utf-8", "surrogatepass")
+    elif kind == 2:
+        body = success(parts=_random_value(rng), cost=_random_value(rng), permsg=_random_value(rng),
+                       uniqueid=_random_value(rng), pid=_random_value(rng)).decode().encode("utf-8", "surrogatepass")
+    elif kind == 3:
+        body = rng.choice([b"", b"null", b"[]", b'{"status": 1, "response": 2}', b'{"response": {}}',
+                           b"\xef\xbb\xbf{}"])
+    elif kind == 4:
+        body = b'{"status": {"code": "200"}, "response": {"status": "Success", "parts": ' + b"7" * 5000 + b"}}"
+    else:
+        body = success(parts=1)
+    headers = {}
+    if rng.random() < 0.4:
+        headers["Retry-After"] = rng.choice(["5", "-1", "1e400", "nan", "Wed, 21 Oct 2015 07:28:00 GMT",
+                                             "Fri, 31 Dec 9999 23:59:59 GMT", "soon", "Mon, 99 Foo 0 0:0:0",
+                                             "Mon, 01 Jan 99999999999 00:00:00 GMT"])
+    head = [f"HTTP/1.1 {status} Whatever", "Connection: close"]
+    declared = len(body) + (rng.choice([0, 0, 0, 10]))  # sometimes the body comes up short
+    head.append(f"Content-Length: {declared}")
+    if rng.random() < 0.1:
+        head.append("Content-Encoding: gzip")  # a body that does not decompress
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_send_never_raises_whatever_the_server_answers():
+    """400 random replies (status, body, headers) from a real HTTP server: each gives one classified result."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    replies = [_random_reply(rng) for _ in range(400)]
+    queue = iter(replies)
+    with RawServer(lambda request: next(queue)) as server:
+        client = MultitelClient(server.url, Credentials("a", "b"), timeouts=FAST)
+        for number, reply in enumerate(replies):
+            try:
+                result = send(client)
+            except Exception as error:  # noqa: BLE001 - the point of the test
+                pytest.fail(f"seed {seed}, reply {number} raised {error!r}: {reply[:300]!r}")
+            assert isinstance(result.outcome, Outcome), (seed, number)
+            assert "could not be classified" not in result.reason, (seed, number)  # the last resort stays unused
+            assert result.reason and (result.parts is None or 0 <= result.parts < 1_000_000)
+            str(result)  # printable: no lone surrogate trips a log line
+            result.reason.encode("utf-8")
+            (result.provider_message or "").encode("utf-8")
+            (result.unique_id or "").encode("utf-8")
+        client.close()
+    assert len(server.requests) == len(replies)
+
+
+# --- a wrong API URL pauses, never fails each message ------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["/v3", "/api"])
+def test_wrong_api_path_answering_404_with_the_envelope_is_an_account_problem(suffix):
+    """A base URL ending in /v3 or /api gets the API's 404 envelope: ACCOUNT ('the API URL is wrong'), not REFUSED."""
+    reply = http_reply("404 Not Found", envelope("404", "Failed", "Not found", 404))
+    with RawServer(reply) as server:
+        result = send(MultitelClient(server.url + suffix, Credentials("a", "b"), timeouts=FAST))
+    assert result.outcome is Outcome.ACCOUNT and result.http_status == 404
+    assert "API URL is wrong" in result.reason and f"{suffix}/v3/sendsms" in result.reason
+    assert f"ends in {suffix}" in result.reason
+
+
+def test_sandbox_under_a_v3_base_url_is_an_account_problem(sandbox):
+    """The sandbox with /v3 on its base URL: ACCOUNT, saying the URL is wrong, and nothing queued."""
+    result = send(MultitelClient(sandbox.url + "/v3", Credentials("sandbox", "sandbox"), timeouts=FAST))
+    assert result.outcome is Outcome.ACCOUNT and "API URL is wrong" in result.reason
+    assert sandbox.state.sends_for() == []

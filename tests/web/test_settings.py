@@ -84,11 +84,32 @@ def test_connection_test_against_the_sandbox(app, client, auth, sandbox):
     _admin(app, auth)
     _save(client)
     ok = client.post("/settings/test-connection").get_data(as_text=True)
-    assert "Connected" in ok and "credentials accepted" in ok
+    assert "Connected." in ok and "accepted the username and password" in ok
     _save(client, password="wrong-password")
     refused = client.post("/settings/test-connection").get_data(as_text=True)
-    assert "username or password was refused" in refused
+    assert "Not connected." in refused and "username or password was refused" in refused
     assert "wrong-password" not in refused
+
+
+def test_connection_test_says_what_it_verified_and_what_it_did_not(app, client, auth, sandbox):
+    """The answer names the URL, the requests that proved it, and what an empty test can't know."""
+    _admin(app, auth)
+    _save(client)
+    answer = client.post("/settings/test-connection").get_data(as_text=True)
+    assert f"answered at {sandbox.url}/v3/sendsms" in answer
+    assert "Verified by two empty messages (no recipient, no text, so nothing could be sent or billed)" in answer
+    assert "Not verified: that the sender numbers may send, the account balance" in answer
+    assert sandbox.state.sends_for() == []
+
+
+def test_connection_test_says_the_url_is_wrong_with_a_wrong_password(app, client, auth, sandbox):
+    """MULTITEL_API_URL ending in /v3: 'the API URL is wrong' even with a wrong password, never 'Connected'."""
+    _admin(app, auth)
+    _save(client, password="wrong-password")
+    app.config["MULTITEL_API_URL"] = sandbox.url + "/v3"
+    answer = client.post("/settings/test-connection").get_data(as_text=True)
+    assert "Connected." not in answer
+    assert "The API URL is wrong" in answer and "ends in /v3" in answer
 
 
 def test_connection_test_without_credentials(app, client, auth):

@@ -16,13 +16,23 @@ transport error maps to one outcome:
 |                                                  |           | the cause is on its side, so retry later    |
 | other 4xx; a 2xx/4xx envelope whose              | REFUSED   | refused for this message: the same request  |
 | response.status is not "Success"                 |           | gets the same answer (causecode kept)       |
+| invalid input, found before any request: a       | REFUSED   | "invalid input": the same message can never |
+| missing or blank from/to/text, a string that is  |           | be sent, and nothing reached the provider   |
+| not valid Unicode (a lone surrogate), bad media  |           | (http_status is None)                       |
 | 401 or 403                                       | ACCOUNT   | credentials refused: pause the campaign     |
-| 3xx; 404/405 without the envelope; a base        | ACCOUNT   | the API URL in settings is wrong, and every |
-| URL requests cannot use                          |           | message would fail the same way             |
+| 3xx; 404 or 405, with or without the envelope    | ACCOUNT   | the API URL is wrong (a base URL ending in  |
+| (the API answers an unknown path with it); a     |           | /v3 or /api), and every message would fail  |
+| base URL requests cannot use                     |           | the same way                                |
 | read timeout; connection reset or closed         | AMBIGUOUS | the provider may have queued the message:   |
 | after the body was sent; 502, 504, 500 or        |           | never resend automatically; reconcile by    |
 | other 5xx without the envelope; unreadable       |           | `reference` from callbacks (DOMAIN.md §6)   |
 | 2xx body; "Success" with a code not "200"        |           |                                             |
+
+A reply the client cannot read never raises. In a 2xx "Success" reply, `parts`, `cost` or `permsg`
+that is not a plausible number (`"parts": 1e5000`, over a million, not a number) is left None and
+named in `unreadable`: the message was still accepted, and raising there would let a retrying
+engine send it twice. Integers of any length are parsed as Decimal, so no reply reaches int()'s
+4,300-digit limit, and a lone surrogate in a reply's text is replaced before it reaches a log line.
 
 Sessions are per thread (`requests.Session` is not documented as thread-safe) and pooled with an
 HTTPAdapter that never retries on its own: a transparent retry would turn a read timeout into a
@@ -99,6 +109,7 @@ class SendResult:
     retry_after: float | None = None  # seconds, from a Retry-After header
     detail: str = ""
     elapsed: float = 0.0
+    unreadable: tuple[str, ...] = ()  # reply fields present but not plausible numbers ("parts", "cost")
 
     @property
     def accepted(self) -> bool:
@@ -107,10 +118,12 @@ class SendResult:
 
 @dataclass(frozen=True)
 class ConnectionCheck:
-    """The answer to the settings page's 'Test connection' button."""
+    """The answer to the settings page's 'Test connection' button: the finding, how, and what it can't know."""
 
     ok: bool
     message: str
+    verified_by: str = ""  # the requests made and what each answered
+    not_verified: str = ""  # what a test that sends nothing cannot know
 
 
 @dataclass(frozen=True)
@@ -133,7 +146,7 @@ def send_url(base_url: str) -> str:
 
 def encode_media(media: bytes) -> str:
     """Base64 of a jpg or png; anything else is the caller's bug, raised before any request."""
-    if not media.startswith(MEDIA_SIGNATURES):
+    if not isinstance(media, bytes | bytearray) or not media.startswith(MEDIA_SIGNATURES):
         raise ValueError("media must be the bytes of a JPEG or PNG image")
     return base64.b64encode(media).decode("ascii")
 
@@ -194,10 +207,21 @@ class MultitelClient:
         notify_url: str | None = None,
         reference: str | None = None,
     ) -> SendResult:
-        """POST one message and classify the result; transport errors are returned, not raised."""
+        """POST one message and classify the result; invalid input and every reply or error are returned, not raised."""
+        problem = invalid_input(sender=sender, to=to, text=text, notify_url=notify_url, reference=reference)
         form = {"from": sender, "to": to, "text": text}
-        if media is not None:
-            form["media"] = encode_media(media)
+        if problem is None and media is not None:
+            try:
+                form["media"] = encode_media(media)
+            except ValueError as error:
+                problem = str(error)
+        if problem is not None:
+            result = SendResult(
+                Outcome.REFUSED, f"The message was not sent (invalid input): {problem}",
+                detail="refused before contacting MultiTEL",
+            )
+            _log(result, None if "'reference'" in problem else reference)
+            return result
         if notify_url:
             form["notifyurl"] = notify_url
         if reference:
@@ -216,10 +240,18 @@ class MultitelClient:
         except requests.RequestException as exc:
             elapsed = time.perf_counter() - started
             result = classify_error(exc, self.url, self.timeouts, elapsed=elapsed)
+        except Exception as exc:  # noqa: BLE001 - the request may have left: say so, never raise
+            logger.exception("unexpected error sending to %s", self.url)
+            result = SendResult(
+                Outcome.AMBIGUOUS,
+                "Sending failed with an unexpected error after the request may have left; it may have been sent",
+                detail=_excerpt(f"{type(exc).__name__}: {exc}"),
+                elapsed=round(time.perf_counter() - started, 6),
+            )
         else:
             elapsed = time.perf_counter() - started
-            retry_after = reply.headers.get("Retry-After")
-            result = classify_reply(reply.status_code, content, retry_after, elapsed=elapsed)
+            result = _classify_reply_safely(reply.status_code, content, reply.headers.get("Retry-After"),
+                                            elapsed=elapsed, url=self.url)
         result = _redacted(result, self._secrets)
         _log(result, reference)
         return result
@@ -243,8 +275,55 @@ class MultitelClient:
         return state
 
 
+def invalid_input(
+    *, sender: object, to: object, text: object, notify_url: object = None, reference: object = None
+) -> str | None:
+    """Why these fields can never make a valid send (the field named as MultiTEL calls it), or None."""
+    for name, value, required in (
+        ("from", sender, True),
+        ("to", to, True),
+        ("text", text, True),
+        ("notifyurl", notify_url, False),
+        ("reference", reference, False),
+    ):
+        if value is None or value == "":
+            if required:
+                return f"'{name}' is missing"
+            continue
+        if not isinstance(value, str):
+            return f"'{name}' must be text, not {type(value).__name__}"
+        if required and not value.strip():
+            return f"'{name}' is blank"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            return (
+                f"'{name}' has a character that is not valid Unicode at position {error.start} "
+                f"(a lone UTF-16 surrogate, U+{ord(value[error.start]):04X})"
+            )
+    return None
+
+
+def _classify_reply_safely(
+    http_status: int, body: bytes, retry_after: str | None, *, elapsed: float, url: str
+) -> SendResult:
+    """classify_reply, with a last resort: a reply arrived, so a reader's bug must not become an exception."""
+    try:
+        return classify_reply(http_status, body, retry_after, elapsed=elapsed, url=url)
+    except Exception:  # noqa: BLE001 - tests/provider/test_multitel.py fuzzes for this never being reached
+        logger.exception("reply from %s could not be classified (HTTP %s)", url, http_status)
+        return SendResult(
+            Outcome.AMBIGUOUS,
+            f"MultiTEL answered HTTP {http_status} with a reply that could not be classified; "
+            "the message may have been sent",
+            http_status=http_status,
+            detail=_excerpt(body),
+            elapsed=round(elapsed, 6),
+        )
+
+
 def classify_reply(
-    http_status: int, body: bytes, retry_after: str | None = None, *, elapsed: float = 0.0
+    http_status: int, body: bytes, retry_after: str | None = None, *, elapsed: float = 0.0, url: str | None = None
 ) -> SendResult:
     """Sort a reply that arrived into one Outcome (the table in the module docstring)."""
     envelope = parse_envelope(body)
@@ -261,7 +340,8 @@ def classify_reply(
         if envelope.success and envelope.code == "200":
             parts = fields["parts"]
             counted = f" ({parts} part{'s' if parts != 1 else ''})" if parts else ""
-            return SendResult(Outcome.ACCEPTED, f"Accepted by MultiTEL{counted}", **common)
+            flagged = "".join(f"; {name} unreadable" for name in fields["unreadable"])
+            return SendResult(Outcome.ACCEPTED, f"Accepted by MultiTEL{counted}{flagged}", **common)
         if envelope.success:
             return SendResult(
                 Outcome.AMBIGUOUS,
@@ -283,6 +363,10 @@ def classify_reply(
             f"MultiTEL refused the API username or password (HTTP {http_status}); check them in settings",
             **common,
         )
+    if http_status in (404, 405):
+        # Checked before the envelope: the API answers a path it doesn't have with its own 404
+        # envelope, and calling that REFUSED would fail every message instead of pausing.
+        return SendResult(Outcome.ACCOUNT, wrong_url_reason(url, http_status), **common)
     if http_status in (408, 429, 503) or (http_status == 500 and envelope is not None):
         seconds = parse_retry_after(retry_after)
         wait = f"; retry after {seconds:g} s" if seconds is not None else ""
@@ -292,12 +376,6 @@ def classify_reply(
             f"MultiTEL {why.get(http_status, 'reported a server error')} (HTTP {http_status}); "
             f"the message was not sent{wait}",
             retry_after=seconds,
-            **common,
-        )
-    if http_status in (404, 405) and envelope is None:
-        return SendResult(
-            Outcome.ACCOUNT,
-            f"No MultiTEL API at this URL (HTTP {http_status}); check the API URL in settings",
             **common,
         )
     if 400 <= http_status < 500:
@@ -364,20 +442,93 @@ def _classify_error(exc: requests.RequestException, url: str, timeouts: Timeouts
     )
 
 
+def wrong_url_reason(url: str | None, http_status: int) -> str:
+    """Say that the API URL is wrong, and why when the base URL shows it (a trailing /v3 or /api)."""
+    where = url or "The MultiTEL API URL"
+    hint = ""
+    if url and url.endswith(SEND_PATH):
+        base = url[: -len(SEND_PATH)].rstrip("/")
+        suffix = next((s for s in ("/v3/sendsms", "/sendsms", "/v3", "/api") if base.lower().endswith(s)), None)
+        if suffix:
+            hint = f"; the base URL ends in {suffix}, but {SEND_PATH} is added to it"
+    return (
+        f"The API URL is wrong: {where} answered HTTP {http_status} (no such address){hint}. "
+        "MULTITEL_API_URL must be the API's base address, such as https://api.multitel.net"
+    )
+
+
+_NOT_VERIFIED = (
+    "Not verified: that the sender numbers may send, the account balance, or that a real message would be accepted."
+)
+_PROBE_USERNAME = "connection-check-not-a-user"
+
+
 def check_connection(base_url: str, credentials: Credentials, timeouts: Timeouts | None = None) -> ConnectionCheck:
-    """Test the credentials with an empty form: no 'to' or 'text', so nothing can be sent."""
+    """Find out, without sending anything, whether base_url is MultiTEL's API and takes these credentials.
+
+    Two POSTs of an empty form (no 'to', no 'text': nothing can be queued or billed). The first, with
+    the team's credentials, must reach the API: 401/403 means refused; 404/405/3xx means the URL is
+    wrong; an envelope refusing the missing fields means the API is there. That alone does not prove
+    the password was checked (an API may validate the form first), so a second POST with a made-up
+    username must be refused as unauthorised; a made-up username, not a wrong password, so the
+    team's account never collects a failed login.
+    """
     url = send_url(base_url)
     timeouts = timeouts or Timeouts(read=10.0)
+    tried = f"one POST of an empty message (no recipient, no text) to {url}"
+    with requests.Session() as session:
+        session.trust_env = False
+        reply = _post_empty(session, url, credentials, timeouts)
+        if isinstance(reply, ConnectionCheck):
+            return replace(reply, verified_by=f"Tried {tried}.", not_verified="Not verified: anything else.")
+        status, envelope = reply.status_code, parse_envelope(reply.content)
+        answered = f"Tried {tried}: it answered HTTP {status}{_said(envelope)}."
+        nothing_else = "Not verified: anything else, since the API did not answer as expected."
+        if status in (401, 403):
+            return ConnectionCheck(False, f"The API at {url} answered, but the username or password was refused "
+                                   f"(HTTP {status}).", answered, nothing_else)
+        if status in (404, 405) or 300 <= status < 400:
+            moved = reply.headers.get("Location")
+            message = wrong_url_reason(url, status) if status in (404, 405) else (
+                f"The API URL is wrong: {url} redirects (HTTP {status}){f' to {moved}' if moved else ''}. "
+                "MULTITEL_API_URL must be the API's base address, such as https://api.multitel.net")
+            return ConnectionCheck(False, message, answered,
+                                   "Not verified: the username and password, since the request reached no API.")
+        if status in (408, 429, 503):  # turned away before the credentials were necessarily checked
+            return ConnectionCheck(False, f"MultiTEL is busy (HTTP {status}); try again in a minute.", answered,
+                                   "Not verified: the username and password.")
+        if envelope is None or not (200 <= status < 300 or 400 <= status < 500):
+            return ConnectionCheck(False, f"{url} answered HTTP {status}, which is not MultiTEL's API reply; "
+                                   "check MULTITEL_API_URL.", answered, nothing_else)
+        probe = _post_empty(session, url, Credentials(_PROBE_USERNAME, credentials.password), timeouts)
+    yours = f"with yours it answered HTTP {status}{_said(envelope)}"
+    if isinstance(probe, ConnectionCheck) or probe.status_code not in (401, 403):
+        probe_answer = "no answer" if isinstance(probe, ConnectionCheck) else f"HTTP {probe.status_code}"
+        return ConnectionCheck(
+            False,
+            f"MultiTEL's API answered at {url}, but the username and password could not be checked "
+            "without sending a real message.",
+            f"Tried two empty messages (no recipient, no text, so nothing could be sent or billed): {yours}; "
+            f"with a made-up username it gave {probe_answer} instead of refusing it, so an empty message "
+            "does not show whether credentials are right.",
+            "Not verified: the username and password, that the sender numbers may send, the account balance.",
+        )
+    return ConnectionCheck(
+        True,
+        f"MultiTEL's API answered at {url} and accepted the username and password.",
+        f"Verified by two empty messages (no recipient, no text, so nothing could be sent or billed): with a "
+        f"made-up username the API answered HTTP {probe.status_code} (refused), {yours}.",
+        _NOT_VERIFIED,
+    )
+
+
+def _post_empty(
+    session: requests.Session, url: str, credentials: Credentials, timeouts: Timeouts
+) -> requests.Response | ConnectionCheck:
+    """POST an empty form; a transport failure comes back as the ConnectionCheck that explains it."""
     try:
-        with requests.Session() as session:
-            session.trust_env = False
-            reply = session.post(
-                url,
-                data={},
-                auth=(credentials.username, credentials.password),
-                timeout=timeouts.as_tuple(),
-                allow_redirects=False,
-            )
+        return session.post(url, data={}, auth=(credentials.username, credentials.password),
+                            timeout=timeouts.as_tuple(), allow_redirects=False)
     except (requests.ConnectTimeout, requests.exceptions.SSLError) as exc:
         logger.info("connection check to %s failed: %s", url, type(exc).__name__)
         return ConnectionCheck(False, f"cannot reach {url}")
@@ -389,22 +540,21 @@ def check_connection(base_url: str, credentials: Credentials, timeouts: Timeouts
     except requests.RequestException as exc:
         return ConnectionCheck(False, f"{url} is not a usable URL ({type(exc).__name__})")
 
-    status = reply.status_code
-    if status in (401, 403):
-        return ConnectionCheck(False, "username or password was refused")
-    if status in (408, 429, 503):  # turned away before the credentials were necessarily checked
-        return ConnectionCheck(False, f"MultiTEL is busy (HTTP {status}); try again in a minute")
-    envelope = parse_envelope(reply.content)
-    if envelope is not None and (200 <= status < 300 or 400 <= status < 500):
-        # MultiTEL checks the credentials first, so a validation refusal means they passed.
-        return ConnectionCheck(True, "credentials accepted")
-    return ConnectionCheck(False, f"unexpected answer from {url}: HTTP {status}")
+
+def _said(envelope: "_Envelope | None") -> str:
+    """What the provider's reply said, for a sentence: " ('from' is required; cause 1001)"."""
+    if envelope is None:
+        return ""
+    message = _text(envelope.response.get("message") or envelope.msg)
+    cause = _text(envelope.response.get("causecode"))
+    said = "; ".join(part for part in (message and message[:200], cause and f"cause {cause[:20]}") if part)
+    return f" ({said})" if said else ""
 
 
 def parse_envelope(body: bytes) -> _Envelope | None:
     """The {"status": ..., "response": ...} reply, or None when the body is anything else."""
     try:
-        data = json.loads(body, parse_float=Decimal)
+        data = json.loads(body, parse_float=Decimal, parse_int=_json_int)
     except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict):
@@ -430,7 +580,7 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
@@ -442,24 +592,30 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def _envelope_fields(envelope: _Envelope) -> dict[str, Any]:
     response = envelope.response
-    cause = response.get("causecode")
-    message = response.get("message") or envelope.msg or None
-    return {
-        "unique_id": _text(response.get("uniqueid")),
-        "pid": _text(response.get("pid")),
+    numbers = {
         "parts": _integer(response.get("parts")),
         "cost": _decimal(response.get("cost")),
         "price_per_part": _decimal(response.get("permsg")),
-        "cause_code": None if cause is None or cause == "" else str(cause),
-        "provider_message": None if message is None else str(message),
+    }
+    unreadable = tuple(
+        wire for wire, name in (("parts", "parts"), ("cost", "cost"), ("permsg", "price_per_part"))
+        if numbers[name] is None and response.get(wire) not in (None, "")
+    )
+    return {
+        "unique_id": _text(response.get("uniqueid")),
+        "pid": _text(response.get("pid")),
+        **numbers,
+        "cause_code": _text(response.get("causecode")),
+        "provider_message": _text(response.get("message") or envelope.msg),
+        "unreadable": unreadable,
     }
 
 
 def _refusal_reason(envelope: _Envelope) -> str:
     response = envelope.response
-    message = str(response.get("message") or envelope.msg or "no reason given")
-    cause = response.get("causecode")
-    suffix = f" (cause {cause})" if cause not in (None, "") else ""
+    message = _text(response.get("message") or envelope.msg) or "no reason given"
+    cause = _text(response.get("causecode"))
+    suffix = f" (cause {cause})" if cause else ""
     return f"MultiTEL refused the message: {message}{suffix}"
 
 
@@ -474,26 +630,45 @@ def _connect_failure(reason: NewConnectionError) -> str:
     return "connection failed"
 
 
+# No message has a million parts or costs a million; a larger number is unreadable. The bound keeps
+# int() and str() away from numbers like 1e5000 (str() of a 5,000-digit int raises ValueError).
+_MAX_NUMBER_CHARS = 40
+_MAX_ADJUSTED_EXPONENT = 5  # below 1,000,000
+
+
+def _json_int(digits: str) -> int | Decimal:
+    """A JSON integer; a long one stays a Decimal (int() refuses over 4,300 digits)."""
+    return int(digits) if len(digits) <= _MAX_NUMBER_CHARS else Decimal(digits)
+
+
 def _text(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def _integer(value: Any) -> int | None:
-    try:
-        number = Decimal(str(value))
-        return int(number) if number == number.to_integral_value() else None
-    except (InvalidOperation, ValueError, TypeError):
+    """A reply value as text, with any lone surrogate ("\\ud800" is valid JSON) replaced."""
+    if value is None or value == "" or isinstance(value, bool):
         return None
+    return str(value).encode("utf-8", "replace").decode("utf-8")
 
 
 def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
+    """A plausible amount, or None: not a number, infinite, NaN, or a million or more."""
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    text = str(value).strip()
+    if len(text) > _MAX_NUMBER_CHARS:
         return None
     try:
-        number = Decimal(str(value))
+        number = Decimal(text)
     except (InvalidOperation, ValueError):
         return None
-    return number if number.is_finite() else None
+    # adjusted() reads the exponent without arithmetic, which could overflow the context.
+    return number if number.is_finite() and number.adjusted() <= _MAX_ADJUSTED_EXPONENT else None
+
+
+def _integer(value: Any) -> int | None:
+    """A plausible count (a whole number from 0 below a million), or None."""
+    number = _decimal(value)
+    if number is None or number < 0 or number != number.to_integral_value():
+        return None
+    return int(number)
 
 
 def _excerpt(body: bytes | str) -> str:
