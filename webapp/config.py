@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:5001"
+APP_ENVS = ("development", "production")  # exactly these: "Production" or "prod" must not mean development
 
 
 class ConfigError(RuntimeError):
@@ -40,6 +41,8 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     instance = Path(instance_path)
     instance.mkdir(parents=True, exist_ok=True)
     app_env = overrides.get("APP_ENV") or _env("APP_ENV", "development")
+    if app_env not in APP_ENVS:
+        raise ConfigError(f"APP_ENV={app_env!r} is not one of {', '.join(APP_ENVS)} (written exactly so)")
     production = app_env == "production"
 
     config = {
@@ -58,8 +61,16 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "UPLOAD_FOLDER": _env("UPLOAD_FOLDER", str(instance / "uploads")),
         # How many reverse proxies (TLS terminators) sit in front of the app; 0 trusts no X-Forwarded-*.
         "PROXY_COUNT": int(_env("PROXY_COUNT", "0")),
+        # Login throttling (README.md, "Sign-in limits"): wrong passwords lock one email on one client
+        # address; one address may fail a bounded number of times across all emails; one email takes a
+        # bounded number of attempts per minute from browsers it has never signed in on.
         "LOGIN_MAX_FAILURES": int(_env("LOGIN_MAX_FAILURES", "5")),
         "LOGIN_LOCK_SECONDS": int(_env("LOGIN_LOCK_SECONDS", "900")),
+        "LOGIN_CLIENT_MAX_FAILURES": int(_env("LOGIN_CLIENT_MAX_FAILURES", "20")),
+        "LOGIN_EMAIL_ATTEMPTS_PER_MINUTE": int(_env("LOGIN_EMAIL_ATTEMPTS_PER_MINUTE", "10")),
+        # How long a sign-in lasts on the server, without and with "Keep me signed in".
+        "LOGIN_SESSION_HOURS": int(_env("LOGIN_SESSION_HOURS", "12")),
+        "LOGIN_REMEMBER_DAYS": int(_env("LOGIN_REMEMBER_DAYS", "30")),
         # Field values stored as written (é, not \u00e9), so search finds them on every database.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True,
                                       "json_serializer": partial(json.dumps, ensure_ascii=False)},
@@ -92,6 +103,9 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
             raise ConfigError("SECRET_KEY must be at least 32 characters in production")
     elif not config["SECRET_KEY"]:
         config["SECRET_KEY"] = _dev_secret_key(instance)
+    if len(set(config["SECRET_KEY"])) == 1:
+        raise ConfigError("SECRET_KEY is one character repeated; make a random one with "
+                          "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
 
     config["SQLALCHEMY_DATABASE_URI"] = _normalize_database_url(config["SQLALCHEMY_DATABASE_URI"])
     return config
