@@ -80,6 +80,9 @@ class Team(db.Model):
     # {"GB": "0.04", ...}: a price per part for a destination country, as strings so money stays exact;
     # a country not listed costs price_per_part.
     country_prices: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Unmatched status callbacks deleted because the team held more than CALLBACK_ORPHAN_LIMIT
+    # (webapp.services.callbacks.prune_orphans): kept as a count so the loss is never silent.
+    callbacks_expired: Mapped[int] = mapped_column(default=0, server_default="0")
 
     users: Mapped[list["User"]] = relationship(back_populates="team")
     sender_numbers: Mapped[list["SenderNumber"]] = relationship(
@@ -121,6 +124,32 @@ class User(UserMixin, db.Model):
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
 
+    # The login this object was loaded for: not a column, set by webapp.services.accounts.
+    session_token = None
+
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session and the remember cookie: this login's revocable token,
+        never the user id, so a copied cookie dies with its LoginSession row."""
+        if not self.session_token:
+            raise RuntimeError("start a login session (webapp.services.accounts) before signing a user in")
+        return self.session_token
+
+    # UserMixin compares get_id(), which only a signed-in user has; rows are equal when they are the same.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+
+class LoginSession(db.Model):
+    """One sign-in on one browser. The session and remember cookies carry its token; deleting the row
+    ends that sign-in wherever the cookies were copied (logout, sign out everywhere, new password,
+    disabled account). Only a hash of the token is stored."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
 
 class SenderNumber(db.Model):
     """A number the team may send from (MultiTEL's 'from'), in E.164."""
@@ -139,10 +168,14 @@ class SenderNumber(db.Model):
 class ProviderCallback(db.Model):
     """Every status callback exactly as it arrived (append-only), with what the parser read from it."""
 
-    __table_args__ = (Index("ix_provider_callback_team_unique_id", "team_id", "unique_id"),)
+    __table_args__ = (
+        Index("ix_provider_callback_team_unique_id", "team_id", "unique_id"),
+        # Oldest-first pruning per team walks this index (team_id alone can't give id order on PostgreSQL).
+        Index("ix_provider_callback_team_id_id", "team_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     content_type: Mapped[str] = mapped_column(String(200), default="")
     query_string: Mapped[str] = mapped_column(Text, default="")
@@ -238,10 +271,11 @@ class ImportStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    DISCARDED = "discarded"  # the mapping step was discarded or abandoned: file deleted, nothing imported
 
     @property
     def is_final(self) -> bool:
-        return self in (ImportStatus.DONE, ImportStatus.FAILED, ImportStatus.CANCELLED)
+        return self in (ImportStatus.DONE, ImportStatus.FAILED, ImportStatus.CANCELLED, ImportStatus.DISCARDED)
 
 
 class ContactImport(db.Model):
@@ -276,6 +310,12 @@ class ContactImport(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The worker's sign of life, written with every batch and while idle: a sweep fails an import whose
+    # worker went silent (a SIGKILLed work horse runs no failure callback).
+    heartbeat_at: Mapped[datetime | None]
+    # The list this import created, by name: one it left empty is removed at the end, and the page says so.
+    created_list_name: Mapped[str | None] = mapped_column(String(200))
+    empty_list_removed: Mapped[bool] = mapped_column(default=False)
 
     contact_list: Mapped[ContactList | None] = relationship()
 
@@ -297,6 +337,37 @@ class ImportIssue(db.Model):
     reason_code: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(500))
     raw: Mapped[str] = mapped_column(Text, default="")
+
+
+class OptOutImport(db.Model):
+    """One CSV of opted-out numbers added to the team's suppression list by a job: progress and outcome.
+
+    added + already + rejected = rows_done; each batch commits its numbers and these counters together.
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    filename: Mapped[str] = mapped_column(String(255))
+    stored_name: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(default=0)
+    default_country: Mapped[str] = mapped_column(String(2), default="US")
+    status: Mapped[ImportStatus] = mapped_column(enum_column(ImportStatus), default=ImportStatus.QUEUED)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    total_rows: Mapped[int | None]
+    rows_done: Mapped[int] = mapped_column(default=0)
+    added: Mapped[int] = mapped_column(default=0)
+    already: Mapped[int] = mapped_column(default=0)  # on the list before, or earlier in the same file
+    rejected: Mapped[int] = mapped_column(default=0)
+    # The first rejected rows, [line, value, reason], for the page (the counters hold the full count).
+    first_rejects: Mapped[list] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # Written with every batch: a running import whose heartbeat stops had its worker killed.
+    heartbeat_at: Mapped[datetime | None]
+
 
 # Compose (issue 9): templates, campaign drafts, the audience summary and the messages sent.
 

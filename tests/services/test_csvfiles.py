@@ -410,3 +410,19 @@ def test_neutralize_formula_starts(value):
 def test_neutralize_leaves_plain_text(value):
     """Ordinary text, and text already starting with an apostrophe, is left alone."""
     assert neutralize_cell(value) == value
+
+
+def test_downloads_start_with_a_utf8_bom_and_import_back(tmp_path):
+    """Excel shows "Noël" only when the CSV starts with a BOM; the file still reads back as the same rows."""
+    text = "".join(csvfiles.stream_csv([["name", "phone"], ["Noël", "+14155552671"]]))
+    data = text.encode("utf-8")
+    assert data.startswith(codecs.BOM_UTF8) and data.count(codecs.BOM_UTF8) == 1
+    path = write(tmp_path, "download.csv", data)
+    fmt = sniff_format(path)
+    assert read_preview(path, fmt) == (["name", "phone"], [["Noël", "'+14155552671"]])
+
+
+def test_downloads_keep_neutralising_after_the_bom():
+    """The BOM is not a cell: a first cell that starts with "=" is still neutralised."""
+    text = "".join(csvfiles.stream_csv([["=1+1"]]))
+    assert text == "\ufeff'=1+1\r\n"

@@ -513,8 +513,14 @@ def _records(path: str | os.PathLike[str], fmt: FileFormat) -> Iterator[tuple[in
 
 
 def stream_csv(rows: Iterable[Iterable[object]]) -> Iterator[str]:
-    """Write rows as CSV in ~64 KB pieces for a streamed download, every text cell neutralised."""
+    """Write rows as CSV in ~64 KB pieces for a streamed download, every text cell neutralised.
+
+    The download starts with a UTF-8 byte order mark: without one, Excel reads a CSV file in the
+    locale's code page and shows "NoÃ«l" for "Noël". sniff_format() reads the mark, so a download
+    imports back unchanged.
+    """
     buffer = io.StringIO()
+    buffer.write("\ufeff")
     writer = csv.writer(buffer)
     for row in rows:
         writer.writerow([neutralize_cell(cell) if isinstance(cell, str) else cell for cell in row])

@@ -9,26 +9,36 @@ first row, deleting the rows the crashed run had committed.
 
 Duplicates: the first row with a number wins; later rows with the same number, and rows whose
 number is already in the target list, are counted and listed as duplicates.
+
+The uploaded file is personal data: it is readable by the owner only, and deleted at every end
+state (done, failed, cancelled, discarded, a dead worker found by sweep_dead_imports, a mapping
+step left for a day found by sweep_abandoned_uploads).
 """
 
+import contextlib
 import gc
 import json
+import os
 import queue
+import re
 import secrets
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring
 from pathlib import Path
 
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Callback
-from sqlalchemy import delete, insert, select, update
+from rq.job import Job, JobStatus
+from sqlalchemy import delete, exists, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
 from webapp.extensions import db
 from webapp.models import Contact, ContactImport, ContactList, ImportIssue, ImportStatus, IssueKind, Suppression, utcnow
-from webapp.queues import get_queue
+from webapp.queues import get_queue, redis_connection
 from webapp.services.csvfiles import (
     CsvProblem,
     FileFormat,
@@ -43,10 +53,22 @@ from webapp.services.phones import Rejection, normalize
 
 BATCH_SIZE = 5000
 PREVIEW_ROWS = 10
+# What one import may be, and what the mapping page shows of it: a form with a field per column must
+# never meet a million columns, and one 10 MB cell must not become a 10 MB page.
+MAX_COLUMNS = 200
+MAX_HEADER_CHARS = 100  # a column name is kept (and shown) up to this many characters
+PREVIEW_CELL_CHARS = 200
 MAX_RAW_CELL = 500  # a rejected row is kept for the report, each cell cut to this many characters
 COPY_CHUNK = 1024 * 1024
 COUNTERS = ("rows_done", "accepted", "duplicates", "rejected", "landlines", "suppressed")
 ACTIVE = (ImportStatus.QUEUED, ImportStatus.RUNNING)  # an import that may still write rows
+# A running import's writer marks it alive at least this often; one silent for DEAD_AFTER is dead.
+HEARTBEAT_SECONDS = 10
+DEAD_AFTER = timedelta(seconds=60)
+ABANDONED_AFTER = timedelta(hours=24)  # a mapping step nobody confirmed: its upload is deleted
+_STORED_NAME = re.compile(r"[0-9a-f]{32}\.csv")  # how store_upload names files (opt-out uploads differ)
+_OVER = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED)
+_GONE = "gone"  # RQ no longer knows the job (Redis restarted empty, or the result expired)
 
 
 class UploadProblem(ValueError):
@@ -62,17 +84,25 @@ def file_format(contact_import: ContactImport) -> FileFormat:
                       contact_import.delimiter)
 
 
+def _upload_folder() -> Path:
+    """The uploads folder, readable by the owner only (it holds people's numbers)."""
+    folder = Path(current_app.config["UPLOAD_FOLDER"])
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_mode & 0o077:
+        with contextlib.suppress(PermissionError):  # a folder someone else owns is theirs to secure
+            folder.chmod(0o700)
+    return folder
+
+
 def store_upload(upload: FileStorage, team_id: int, user_id: int, default_country: str) -> ContactImport:
     """Save the file in the instance folder, sniff it and read its header; raises UploadProblem."""
     if not upload or not upload.filename:
         raise UploadProblem("Choose a CSV or TSV file to upload.")
     limit = current_app.config["IMPORT_MAX_BYTES"]
-    folder = Path(current_app.config["UPLOAD_FOLDER"])
-    folder.mkdir(parents=True, exist_ok=True)
     stored_name = secrets.token_hex(16) + ".csv"
-    path = folder / stored_name
+    path = _upload_folder() / stored_name
     size = 0
-    with path.open("wb") as out:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
         while chunk := upload.stream.read(COPY_CHUNK):
             size += len(chunk)
             if size > limit:
@@ -84,7 +114,8 @@ def store_upload(upload: FileStorage, team_id: int, user_id: int, default_countr
         if size == 0:
             raise CsvProblem("The file is empty.")
         fmt = sniff(path)
-        headers, rows = read_preview(path, fmt, rows=PREVIEW_ROWS)  # what the mapping page will show
+        headers, rows = read_preview(path, fmt, rows=1)
+        _check_width(headers)
         if not rows:
             raise CsvProblem("The file has a header row but no data rows.")
     except CsvProblem as problem:
@@ -103,14 +134,26 @@ def store_upload(upload: FileStorage, team_id: int, user_id: int, default_countr
     return contact_import
 
 
+def _check_width(headers: list[str]) -> None:
+    """Refuse a header wider than MAX_COLUMNS before anything renders a field per column."""
+    if len(headers) > MAX_COLUMNS:
+        raise CsvProblem(
+            f"The file has {len(headers):,} columns; an import can have at most {MAX_COLUMNS}. Delete the "
+            "columns you don't need, or check which character separates the columns."
+        )
+
+
 def change_delimiter(contact_import: ContactImport, delimiter: str) -> None:
     """Re-read the header with the delimiter the user chose instead of the sniffed one."""
     path = upload_path(contact_import)
     try:
         fmt = sniff(path, delimiter=delimiter)
         headers, _ = read_preview(path, fmt, rows=1)
+        _check_width(headers)
     except CsvProblem as problem:
         raise UploadProblem(problem.message) from problem
+    except FileNotFoundError as error:
+        raise UploadProblem("The uploaded file is no longer on the server; upload it again.") from error
     _apply_format(contact_import, fmt, headers)
     db.session.commit()
 
@@ -120,18 +163,32 @@ def _apply_format(contact_import: ContactImport, fmt: FileFormat, headers: list[
     contact_import.encoding_label = fmt.encoding_label
     contact_import.encoding_detected = fmt.detected
     contact_import.delimiter = fmt.delimiter
-    contact_import.headers = headers
-    contact_import.phone_column = guess_phone_column(headers)
+    contact_import.headers = [_cut(header.strip(), MAX_HEADER_CHARS) for header in headers]
+    contact_import.phone_column = guess_phone_column(contact_import.headers)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def column_labels(contact_import: ContactImport) -> list[str]:
+    """A name per column for the mapping page: the header, or "(column 3)" where it is blank."""
+    return [header or f"(column {number})" for number, header in enumerate(contact_import.headers, 1)]
 
 
 def preview(contact_import: ContactImport) -> list[list[str]]:
-    """The first rows for the mapping page; raises UploadProblem when the file can't be read any more."""
+    """The first rows for the mapping page, as wide as the header and each cell cut to PREVIEW_CELL_CHARS.
+
+    Raises UploadProblem when the file can't be read any more.
+    """
+    width = len(contact_import.headers)
     try:
-        return read_preview(upload_path(contact_import), file_format(contact_import), rows=PREVIEW_ROWS)[1]
+        rows = read_preview(upload_path(contact_import), file_format(contact_import), rows=PREVIEW_ROWS)[1]
     except CsvProblem as problem:
         raise UploadProblem(problem.message) from problem
     except FileNotFoundError as error:
         raise UploadProblem("The uploaded file is no longer on the server; upload it again.") from error
+    return [[_cut(cell, PREVIEW_CELL_CHARS) for cell in row[:width]] for row in rows]
 
 
 @dataclass(frozen=True)
@@ -150,22 +207,35 @@ def start_import(contact_import: ContactImport, mapping: Mapping) -> None:
 
     One import at a time per list: two would dedupe against the list as it was before either ran.
     """
-    if mapping.list_id is not None and active_import_into(mapping.list_id):
+    team_id = contact_import.team_id
+    if mapping.list_id is None:
+        if db.session.scalar(select(ContactList.id).where(ContactList.team_id == team_id,
+                                                          ContactList.name == mapping.new_list_name)):
+            raise UploadProblem(f"A list named {mapping.new_list_name!r} already exists; choose it instead, "
+                                "or use another name.")
+    elif active_import_into(mapping.list_id):
         raise UploadProblem("Another import into this list is still running; start this one when it is done.")
+    job_id = _new_job_id(contact_import.id)
     claimed = db.session.execute(
         update(ContactImport).where(ContactImport.id == contact_import.id,
                                     ContactImport.status == ImportStatus.UPLOADED)
-        .values(status=ImportStatus.QUEUED)
+        .values(status=ImportStatus.QUEUED, job_id=job_id, heartbeat_at=utcnow())
     ).rowcount
     if not claimed:  # a second click, or another tab
         db.session.rollback()
         raise UploadProblem("This import has already been started.")
     db.session.refresh(contact_import)
     if mapping.list_id is None:
-        contact_list = ContactList(team_id=contact_import.team_id, name=mapping.new_list_name)
+        contact_list = ContactList(team_id=team_id, name=mapping.new_list_name)
         db.session.add(contact_list)
-        db.session.flush()
+        try:
+            db.session.flush()
+        except IntegrityError as error:  # the same name, created in another tab meanwhile
+            db.session.rollback()
+            raise UploadProblem(f"A list named {mapping.new_list_name!r} already exists; choose it instead, "
+                                "or use another name.") from error
         contact_import.list_id = contact_list.id
+        contact_import.created_list_name = contact_list.name
     else:
         contact_import.list_id = mapping.list_id
     contact_import.phone_column = mapping.phone_column
@@ -174,14 +244,22 @@ def start_import(contact_import: ContactImport, mapping: Mapping) -> None:
     db.session.commit()
 
     try:
-        job = get_queue("imports").enqueue("jobs.contacts.import_contacts", contact_import.id, job_timeout=6 * 3600,
-                                           on_failure=Callback("jobs.contacts.import_stopped"))
+        _enqueue(contact_import.id, job_id)
     except RedisError as error:
         contact_import.status = ImportStatus.UPLOADED
+        contact_import.job_id = None
         db.session.commit()
         raise UploadProblem("The job queue can't be reached right now; try again in a minute.") from error
-    contact_import.job_id = job.id
-    db.session.commit()
+
+
+def _new_job_id(import_id: int) -> str:
+    """Chosen before the job is queued, so the row names its job from the moment it is queued."""
+    return f"import-{import_id}-{secrets.token_hex(6)}"
+
+
+def _enqueue(import_id: int, job_id: str) -> None:
+    get_queue("imports").enqueue("jobs.contacts.import_contacts", import_id, job_id=job_id, job_timeout=6 * 3600,
+                                 on_failure=Callback("jobs.contacts.import_stopped"))
 
 
 def active_import_into(list_id: int) -> ContactImport | None:
@@ -199,7 +277,22 @@ def cancel_import(contact_import: ContactImport) -> bool:
         .values(status=ImportStatus.CANCELLED, finished_at=utcnow())
     ).rowcount
     db.session.commit()
+    if stopped:
+        _settle(contact_import.id)  # a running job may still read the file: on POSIX its open handle keeps it
     return bool(stopped)
+
+
+def discard_upload(contact_import: ContactImport) -> bool:
+    """Drop an upload at the mapping step: nothing is imported and its file is deleted now."""
+    discarded = db.session.execute(
+        update(ContactImport).where(ContactImport.id == contact_import.id,
+                                    ContactImport.status == ImportStatus.UPLOADED)
+        .values(status=ImportStatus.DISCARDED, finished_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    if discarded:
+        _settle(contact_import.id)
+    return bool(discarded)
 
 
 def mark_stopped(import_id: int, message: str) -> None:
@@ -209,6 +302,144 @@ def mark_stopped(import_id: int, message: str) -> None:
                                     ContactImport.status.in_(ACTIVE))
         .values(status=ImportStatus.FAILED, error=message, finished_at=utcnow())
     )
+    db.session.commit()
+    _settle(import_id)
+
+
+def sweep_dead_imports(now: datetime | None = None) -> dict[str, list[int]]:
+    """Fail the imports whose worker is gone, so none reads "running" for ever; queue lost ones again.
+
+    A work horse killed with SIGKILL runs no failure callback. An import is dead when RQ says its job
+    is over (failed, stopped, finished) while the row still says running, or when its heartbeat is
+    older than DEAD_AFTER. The batches it committed stay, counted; its file is deleted. A queued
+    import whose job Redis no longer has (restarted empty) is queued again. Safe to run twice or side
+    by side: every change is a guarded update.
+    """
+    now = now or utcnow()
+    silent_since = now - DEAD_AFTER
+    active = db.session.execute(
+        select(ContactImport.id, ContactImport.status, ContactImport.job_id, ContactImport.heartbeat_at)
+        .where(ContactImport.status.in_(ACTIVE))
+    ).all()
+    states = _job_states([job_id for _, _, job_id, _ in active if job_id])
+    failed, requeued = [], []
+    for import_id, status, job_id, heartbeat_at in active:
+        silent = heartbeat_at is None or heartbeat_at < silent_since
+        state = None if states is None else states.get(job_id, _GONE) if job_id else _GONE
+        if status == ImportStatus.QUEUED and silent and state == _GONE:
+            if _requeue(import_id, job_id):
+                requeued.append(import_id)
+        elif (state in _OVER or (status == ImportStatus.RUNNING and silent)) and _fail_dead(
+                import_id, status, None if state in _OVER else silent_since):
+            failed.append(import_id)
+    return {"failed": failed, "requeued": requeued}
+
+
+def _job_states(job_ids: list[str]) -> dict[str, str] | None:
+    """RQ's status of each job (_GONE when Redis no longer has it); None when Redis can't be asked."""
+    if not job_ids:
+        return {}
+    try:
+        jobs = Job.fetch_many(job_ids, connection=redis_connection())
+        return {job_id: _GONE if job is None else job.get_status(refresh=False)
+                for job_id, job in zip(job_ids, jobs, strict=True)}
+    except RedisError:
+        return None  # the heartbeat alone decides
+
+
+def _fail_dead(import_id: int, status: ImportStatus, silent_since: datetime | None) -> bool:
+    """Mark one dead import failed, unless it moved on or beat meanwhile; delete its file."""
+    guard = [ContactImport.id == import_id, ContactImport.status == status]
+    if silent_since is not None:
+        guard.append((ContactImport.heartbeat_at.is_(None)) | (ContactImport.heartbeat_at < silent_since))
+    seconds = int(DEAD_AFTER.total_seconds())
+    changed = db.session.execute(
+        update(ContactImport).where(*guard).values(
+            status=ImportStatus.FAILED, finished_at=utcnow(),
+            error=f"The worker stopped during the import (it was killed, or gave no sign of life for {seconds} s). "
+                  "The rows it committed before are kept and counted below.")
+    ).rowcount
+    db.session.commit()
+    if changed:
+        _settle(import_id)
+    return bool(changed)
+
+
+def _requeue(import_id: int, lost_job_id: str | None) -> bool:
+    """Queue an import again whose job was lost; the guarded update lets one sweep of two do it."""
+    job_id = _new_job_id(import_id)
+    won = db.session.execute(
+        update(ContactImport).where(ContactImport.id == import_id, ContactImport.status == ImportStatus.QUEUED,
+                                    ContactImport.job_id.is_(None) if lost_job_id is None
+                                    else ContactImport.job_id == lost_job_id)
+        .values(job_id=job_id, heartbeat_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    if won:
+        try:
+            _enqueue(import_id, job_id)
+        except RedisError:
+            return False  # the next sweep finds the job missing again
+    return bool(won)
+
+
+def sweep_abandoned_uploads(now: datetime | None = None) -> dict[str, int]:
+    """Discard mapping steps left for ABANDONED_AFTER and delete upload files no import needs.
+
+    The files are personal data. A file with no import still using it (a crash between storing it
+    and the final commit) goes once it is as old as an abandoned upload.
+    """
+    now = now or utcnow()
+    cutoff = now - ABANDONED_AFTER
+    stale = db.session.scalars(select(ContactImport.id).where(
+        ContactImport.status == ImportStatus.UPLOADED, ContactImport.created_at < cutoff)).all()
+    discarded = 0
+    for import_id in stale:
+        changed = db.session.execute(
+            update(ContactImport).where(ContactImport.id == import_id, ContactImport.status == ImportStatus.UPLOADED)
+            .values(status=ImportStatus.DISCARDED, finished_at=utcnow(),
+                    error="Discarded: the columns were not confirmed within a day, so the file was deleted.")
+        ).rowcount
+        db.session.commit()
+        if changed:
+            _settle(import_id)
+            discarded += 1
+    folder = Path(current_app.config["UPLOAD_FOLDER"])
+    needed = set(db.session.scalars(select(ContactImport.stored_name).where(
+        ContactImport.status.in_((ImportStatus.UPLOADED, *ACTIVE)))))
+    deleted = 0
+    for path in folder.iterdir() if folder.is_dir() else ():
+        if not _STORED_NAME.fullmatch(path.name) or path.name in needed:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(tzinfo=None) < cutoff:
+                path.unlink()
+                deleted += 1
+    return {"discarded": discarded, "files_deleted": deleted}
+
+
+def _settle(import_id: int) -> None:
+    """What every end state owes: the upload deleted, and a list this import created but left empty removed."""
+    contact_import = db.session.get(ContactImport, import_id)
+    if contact_import is None or not contact_import.status.is_final:
+        return
+    upload_path(contact_import).unlink(missing_ok=True)
+    list_id = contact_import.list_id
+    if contact_import.created_list_name is None or list_id is None:
+        return
+    try:
+        removed = db.session.execute(delete(ContactList).where(
+            ContactList.id == list_id,
+            ~exists().where(Contact.list_id == list_id),
+            ~exists().where(ContactImport.list_id == list_id, ContactImport.id != import_id,
+                            ContactImport.status.in_(ACTIVE)),
+        )).rowcount
+    except IntegrityError:  # something else (a campaign) points at the list now: keep it
+        db.session.rollback()
+        return
+    if removed:
+        contact_import.list_id = None
+        contact_import.empty_list_removed = True
     db.session.commit()
 
 
@@ -242,7 +473,7 @@ def run_import(import_id: int, job_id: str | None = None) -> None:
             db.session.rollback()  # cancelled (or started elsewhere) meanwhile
             return
         db.session.refresh(contact_import)
-    contact_import.started_at = utcnow()
+    contact_import.started_at = contact_import.heartbeat_at = utcnow()
     contact_import.error = None
     db.session.commit()
     try:
@@ -252,27 +483,24 @@ def run_import(import_id: int, job_id: str | None = None) -> None:
     except CsvProblem as problem:
         _fail(import_id, problem.message)
     except Exception as error:
-        _fail(import_id, f"The import stopped unexpectedly ({type(error).__name__}). Contacts committed "
-                         "before the failure are kept and counted.")
-        raise
+        stopped_here = _fail(import_id, f"The import stopped unexpectedly ({type(error).__name__}). Contacts "
+                                        "committed before the failure are kept and counted.")
+        if stopped_here:
+            raise
+        # Already cancelled or failed by someone else (its file deleted under it): nothing left to report.
     finally:
-        _discard_file_when_final(import_id)
+        _settle(import_id)
 
 
-def _discard_file_when_final(import_id: int) -> None:
-    """The uploaded file holds personal data: keep it only while the import may still need it."""
-    contact_import = db.session.get(ContactImport, import_id)
-    if contact_import is not None and contact_import.status.is_final:
-        upload_path(contact_import).unlink(missing_ok=True)
-
-
-def _fail(import_id: int, message: str) -> None:
+def _fail(import_id: int, message: str) -> bool:
+    """Mark the running import failed; False if it was no longer running (cancelled, or swept meanwhile)."""
     db.session.rollback()
-    db.session.execute(
-        update(ContactImport).where(ContactImport.id == import_id)
+    changed = db.session.execute(
+        update(ContactImport).where(ContactImport.id == import_id, ContactImport.status == ImportStatus.RUNNING)
         .values(status=ImportStatus.FAILED, error=message, finished_at=utcnow())
-    )
+    ).rowcount
     db.session.commit()
+    return bool(changed)
 
 
 def _forget_partial_run(contact_import: ContactImport) -> None:
@@ -305,33 +533,25 @@ class _RowImporter:
         self.in_list = {int(p[1:]) for p in db.session.scalars(select(Contact.phone).where(
             Contact.list_id == self.list_id))}
         self.suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == self.team_id)))
-        self.seen: set[int] = set()
+        self.seen: dict[int, int] = {}  # number -> the line that has it first
         self.contacts: list[tuple] = []
         self.issues: list[dict] = []
         self.counts = dict.fromkeys(COUNTERS, 0)
 
     def run(self) -> None:
-        self.imp.total_rows = count_records(self.path, self.fmt)
-        db.session.commit()
-        # The loop makes no reference cycles, and with Flask and SQLAlchemy loaded every full
-        # collection walks hundreds of thousands of objects: pausing the collector is ~5% faster.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            self._read_all()
-        finally:
-            if collecting:
-                gc.enable()
-
-    def _read_all(self) -> None:
+        # The writer starts first: its heartbeat covers the count too, which takes seconds on a big file.
         with _BatchWriter(self.import_id, self.team_id, self.list_id) as writer:
-            for line, record in iter_records(self.path, self.fmt):
-                self._row(line, record)
-                if self.counts["rows_done"] % BATCH_SIZE == 0:
-                    if writer.stopped:
-                        return  # cancelled by the user
-                    self._hand_over(writer)
-            self._hand_over(writer)
+            self.imp.total_rows = count_records(self.path, self.fmt)
+            db.session.commit()
+            # The loop makes no reference cycles, and with Flask and SQLAlchemy loaded every full
+            # collection walks hundreds of thousands of objects: pausing the collector is ~5% faster.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                self._read_all(writer)
+            finally:
+                if collecting:
+                    gc.enable()
         if not writer.stopped:
             db.session.execute(
                 update(ContactImport).where(ContactImport.id == self.import_id, ContactImport.status ==
@@ -339,6 +559,15 @@ class _RowImporter:
                 .values(status=ImportStatus.DONE, finished_at=utcnow(), total_rows=self.counts["rows_done"])
             )
             db.session.commit()
+
+    def _read_all(self, writer: "_BatchWriter") -> None:
+        for line, record in iter_records(self.path, self.fmt):
+            self._row(line, record)
+            if self.counts["rows_done"] % BATCH_SIZE == 0:
+                if writer.stopped:
+                    return  # cancelled by the user, or failed by a sweep
+                self._hand_over(writer)
+        self._hand_over(writer)
 
     def _hand_over(self, writer: "_BatchWriter") -> None:
         writer.put(self.contacts, self.issues, dict(self.counts))
@@ -349,7 +578,8 @@ class _RowImporter:
         counts["rows_done"] += 1
         if self.phone_column >= len(record):
             self._issue(line, record, IssueKind.REJECTED, "missing_column",
-                        f"the row has {len(record)} columns and no phone column (the header has {self.width})")
+                        f"No phone column: the row has {_count(len(record), 'column')}, the header "
+                        f"{_count(self.width, 'column')}")
             return
         try:
             number = normalize(record[self.phone_column], self.country)
@@ -357,25 +587,26 @@ class _RowImporter:
             self._issue(line, record, IssueKind.REJECTED, rejection.code, rejection.message)
             return
         key = int(number.e164[1:])
+        # Reasons start with a word: one starting with "+" would be neutralised as a formula on export.
         if key in self.in_list:
-            self._issue(line, record, IssueKind.DUPLICATE, "in_list", f"{number.e164} is already in the list")
+            self._issue(line, record, IssueKind.DUPLICATE, "in_list", f"Already in the list ({number.e164})")
             return
-        if key in self.seen:
-            self._issue(line, record, IssueKind.DUPLICATE, "repeated",
-                        f"{number.e164} appears on an earlier row; the first row is kept")
+        if (first := self.seen.get(key)) is not None:
+            self._issue(line, record, IssueKind.DUPLICATE, "repeated", f"Same number as line {first} ({number.e164})")
             return
-        self.seen.add(key)
+        self.seen[key] = line
         counts["accepted"] += 1
         if number.number_type == "fixed_line":
             counts["landlines"] += 1
         if number.e164 in self.suppressed:
             counts["suppressed"] += 1
-        attributes = {name: record[index] if index < len(record) else "" for index, name in self.fields}
+        # Trimmed like the headers: " Noël " is "Noël" in a message.
+        attributes = {name: record[index].strip() if index < len(record) else "" for index, name in self.fields}
         self.contacts.append((number.e164, number.region, number.number_type, attributes, line))
 
     def _issue(self, line: int, record: list[str], kind: str, code: str, reason: str) -> None:
         self.counts["rejected" if kind == IssueKind.REJECTED else "duplicates"] += 1
-        raw = json.dumps([cell[:MAX_RAW_CELL] for cell in record], ensure_ascii=False)
+        raw = json.dumps([cell[:MAX_RAW_CELL] for cell in record[:MAX_COLUMNS]], ensure_ascii=False)
         self.issues.append(dict(import_id=self.import_id, line=line, kind=kind, reason_code=code,
                                 reason=reason[:500], raw=raw))
 
@@ -412,10 +643,29 @@ class _BatchWriter:
             raise self.error
         self.batches.put((contacts, issues, counts))
 
+    def _next(self):
+        """The next batch; while none comes, mark the import alive every HEARTBEAT_SECONDS."""
+        while True:
+            try:
+                return self.batches.get(timeout=HEARTBEAT_SECONDS)
+            except queue.Empty:
+                if not self.stopped:
+                    self._beat()
+
+    def _beat(self) -> None:
+        alive = db.session.execute(
+            update(ContactImport)
+            .where(ContactImport.id == self.import_id, ContactImport.status == ImportStatus.RUNNING)
+            .values(heartbeat_at=utcnow())
+        ).rowcount
+        db.session.commit()
+        if not alive:
+            self.stopped = True  # cancelled, or failed by a sweep: stop reading
+
     def _run(self) -> None:
         with self.app.app_context():
             try:
-                while (batch := self.batches.get()) is not self._DONE:
+                while (batch := self._next()) is not self._DONE:
                     if not self.stopped:
                         self._commit(*batch)
             except BaseException as error:  # noqa: BLE001 - handed to the reading thread
@@ -440,7 +690,8 @@ class _BatchWriter:
         _write_contacts(self.team_id, self.list_id, self.import_id, contacts)
         if issues:
             db.session.execute(insert(ImportIssue), issues)
-        db.session.execute(update(ContactImport).where(ContactImport.id == self.import_id).values(**counts))
+        db.session.execute(update(ContactImport).where(ContactImport.id == self.import_id)
+                           .values(**counts, heartbeat_at=utcnow()))
         db.session.commit()
 
 
@@ -473,6 +724,11 @@ def _write_contacts(team_id: int, list_id: int, import_id: int, rows: list[tuple
 
 
 NULL, BACKSLASH, DOUBLE_BACKSLASH = "\\N", "\\", "\\\\"
+
+
+def _count(number: int, noun: str) -> str:
+    """'1 column', '3 columns'."""
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
 
 
 def _json_object(attributes: dict[str, str]) -> str:

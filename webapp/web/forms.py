@@ -1,17 +1,30 @@
 """Flask-WTF forms shared by the views; each carries the CSRF token."""
 
-import phonenumbers
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DecimalField, EmailField, PasswordField, SelectField, StringField
+from flask_wtf.file import FileField, FileRequired
+from wtforms import (
+    BooleanField,
+    DecimalField,
+    EmailField,
+    FieldList,
+    IntegerField,
+    PasswordField,
+    RadioField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+    ValidationError,
+)
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange
+from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, NumberRange, Optional
+from wtforms.widgets import CheckboxInput, HiddenInput, ListWidget
 
 from webapp.models import Role
+from webapp.services.countries import country_choices
 
-COUNTRY_CHOICES = sorted(
-    (region, f"{region} (+{phonenumbers.country_code_for_region(region)})")
-    for region in phonenumbers.SUPPORTED_REGIONS
-)
+# "United Kingdom (+44)", in alphabetical order of the name: people look for names, not "GB".
+COUNTRY_CHOICES = [SelectChoice(code, label) for code, label in country_choices()]
 
 ROLE_CHOICES = [
     SelectChoice(Role.OWNER.value, "Owner — everything, including users and settings"),
@@ -27,6 +40,13 @@ class LoginForm(FlaskForm):
     remember = BooleanField("Keep me signed in")
 
 
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[DataRequired()])
+    new_password = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)])
+    confirm = PasswordField("New password again",
+                            validators=[DataRequired(), EqualTo("new_password", "The two new passwords differ.")])
+
+
 class UserForm(FlaskForm):
     name = StringField("Name", validators=[Length(max=120)])
     email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
@@ -34,16 +54,158 @@ class UserForm(FlaskForm):
     role = SelectField("Role", choices=ROLE_CHOICES, default=Role.EDITOR.value)
 
 
+def _stripped_or_none(value: str | None) -> str | None:
+    return (value or "").strip() or None
+
+
+def _upper(value: str | None) -> str | None:
+    return value.strip().upper() if value else value
+
+
 class ProviderSettingsForm(FlaskForm):
-    api_username = StringField("API username", validators=[Length(max=120)])
+    api_username = StringField("API username", validators=[Length(max=120)], filters=[_stripped_or_none])
     # Write-only: the page never shows the stored password; leaving it empty keeps it.
     api_password = PasswordField("API password", validators=[Length(max=200)])
     price_per_part = DecimalField("Price per message part", places=5,
                                   validators=[InputRequired(), NumberRange(min=0, max=100)])
-    currency = StringField("Currency", validators=[DataRequired(), Length(min=3, max=3)])
+    currency = StringField("Currency", validators=[DataRequired(), Length(min=3, max=3)], filters=[_upper])
     default_country = SelectField("Default country for numbers without +", validators=[DataRequired()])
 
 
 class SenderNumberForm(FlaskForm):
     number = StringField("Sender number", validators=[DataRequired(), Length(max=40)])
     label = StringField("Label", validators=[Length(max=80)])
+
+
+def _stripped(value: str | None) -> str:
+    return (value or "").strip()
+
+
+class OptOutForm(FlaskForm):
+    """One number put on the suppression list by hand."""
+
+    phone = StringField("Number", validators=[DataRequired("Type the number that opted out."), Length(max=40)],
+                        filters=[_stripped])
+    note = StringField("Note", validators=[Length(max=500)], filters=[_stripped])
+
+
+class OptOutUploadForm(FlaskForm):
+    """A CSV of numbers that opted out; a job adds them."""
+
+    file = FileField("File with a phone column", validators=[FileRequired("Choose a CSV file of numbers.")])
+
+
+# --- contact import: the mapping step --------------------------------------------------------
+
+DELIMITER_CHOICES = [SelectChoice(",", "Comma"), SelectChoice(";", "Semicolon"), SelectChoice("\t", "Tab"),
+                     SelectChoice("|", "Pipe")]
+_CHOOSE_PHONE = "Choose the column that holds the phone numbers."
+
+
+def _column(value: str | int | None) -> int | None:
+    """A column index from the form; "" (nothing chosen yet) is None."""
+    return None if value in ("", None) else int(value)
+
+
+class ContactUploadForm(FlaskForm):
+    """A CSV or TSV file of contacts; the mapping step comes next."""
+
+    file = FileField("CSV or TSV file", validators=[FileRequired("Choose a CSV or TSV file to upload.")])
+
+
+class MultiCheckboxField(SelectMultipleField):
+    """A checkbox per choice instead of a multiple select."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class DelimiterForm(FlaskForm):
+    """Re-read the file with another delimiter than the sniffed one."""
+
+    delimiter = SelectField("Columns are separated by", choices=DELIMITER_CHOICES)
+
+
+class MappingForm(FlaskForm):
+    """The mapping step: the phone column, the columns kept as fields, the list and the default country.
+
+    The choices depend on the file and the team: call with_choices() before validating or rendering.
+    The column cap (webapp.services.imports.MAX_COLUMNS) keeps the field list bounded.
+    """
+
+    phone_column = SelectField("Phone number column", coerce=_column, validators=[InputRequired(_CHOOSE_PHONE)],
+                               invalid_value_message=_CHOOSE_PHONE, invalid_choice_message=_CHOOSE_PHONE)
+    field_columns = MultiCheckboxField("Columns to keep as template fields", coerce=int,
+                                       invalid_value_message="Choose columns of this file.",
+                                       invalid_choice_message="Choose columns of this file.")
+    list_id = RadioField("Import into", validators=[InputRequired("Choose a list to import into.")],
+                         invalid_choice_message="Choose a list to import into.")
+    new_list_name = StringField("New list name", validators=[Length(max=200)], filters=[_stripped])
+    default_country = SelectField(
+        "Country for numbers written without +", choices=COUNTRY_CHOICES,
+        invalid_choice_message="Choose the default country for numbers written without +.")
+
+    def with_choices(self, columns: list[str], lists: list[tuple[int, str]]) -> "MappingForm":
+        """Offer this file's columns (by label) and the team's lists (id, name)."""
+        self.phone_column.choices = [SelectChoice("", "Choose…")] + [
+            SelectChoice(str(index), label) for index, label in enumerate(columns)]
+        self.field_columns.choices = [SelectChoice(str(index), label) for index, label in enumerate(columns)]
+        self.list_id.choices = [SelectChoice("new", "A new list named")] + [
+            SelectChoice(str(list_id), name) for list_id, name in lists]
+        return self
+
+    def validate_new_list_name(self, field) -> None:
+        if self.list_id.data == "new" and not field.data:
+            raise ValidationError("Name the new list, or choose an existing one.")
+
+    @property
+    def existing_list_id(self) -> int | None:
+        """The chosen list, or None for a new one."""
+        return None if self.list_id.data == "new" else int(self.list_id.data)
+
+
+# Compose (issue 9): templates, the live composer, campaign drafts, test sends, message settings.
+
+
+class TemplateForm(FlaskForm):
+    name = StringField("Template name", validators=[DataRequired(), Length(max=120)])
+    body = TextAreaField("Message", validators=[Length(max=2000)])
+
+
+class ComposerForm(FlaskForm):
+    """What the live counts are computed from: the text, a sample contact, the footer choice."""
+
+    body = TextAreaField("Message")
+    sample_list = SelectField("Sample list", coerce=int, validate_choice=False, default=0)
+    sample_contact = SelectField("Sample contact", coerce=int, validate_choice=False, default=0)
+    shown_list = IntegerField(widget=HiddenInput(), validators=[Optional()])
+    footer = RadioField("Opt-out footer", choices=[("on", "Append the team's opt-out footer"),
+                                                   ("off", "Leave the footer off")], default="on")
+    campaign_id = IntegerField(widget=HiddenInput(), validators=[Optional()])
+
+
+class CampaignForm(FlaskForm):
+    name = StringField("Campaign name", validators=[DataRequired(), Length(max=200)])
+    lists = FieldList(SelectField("List", coerce=int, validate_choice=False), min_entries=5, max_entries=5)
+    template_id = SelectField("Start from template", coerce=int, validate_choice=False, default=0)
+    sender_number_id = SelectField("Sender number", coerce=int, validate_choice=False, default=0)
+    body = TextAreaField("Message")
+    footer = RadioField("Opt-out footer", choices=[("on", "Append the team's opt-out footer (recommended)"),
+                                                   ("off", "Leave the footer off for this campaign")], default="on")
+
+
+class CampaignImageForm(FlaskForm):
+    image = FileField("Image (JPEG or PNG)", validators=[FileRequired("Choose an image file.")])
+
+
+class TestSendForm(FlaskForm):
+    sample_contact = SelectField("Render for contact", coerce=int, validate_choice=False, default=0)
+    sample_values = TextAreaField("…or typed values, one “field: value” a line")
+
+
+class MessageSettingsForm(FlaskForm):
+    optout_footer = StringField("Opt-out footer", validators=[DataRequired(), Length(max=160)])
+    test_numbers = TextAreaField("Test numbers, one a line")
+    mms_price = DecimalField("Price per MMS message", places=5,
+                             validators=[InputRequired(), NumberRange(min=0, max=100)])
+    country_prices = TextAreaField("Price per part by destination country, one “GB 0.04” a line")

@@ -11,7 +11,6 @@ from flask import (
     flash,
     redirect,
     render_template,
-    request,
     stream_with_context,
     url_for,
 )
@@ -19,15 +18,15 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.models import ContactImport, ContactList, ImportIssue, ImportStatus, utcnow
+from webapp.models import ContactImport, ContactList, ImportIssue, ImportStatus, IssueKind, utcnow
 from webapp.services import imports as importer
-from webapp.services.csvfiles import DELIMITERS, field_names, stream_csv
+from webapp.services.csvfiles import field_names, stream_csv
 from webapp.web.access import team_get_or_404, team_select
-from webapp.web.forms import COUNTRY_CHOICES
+from webapp.web.forms import DELIMITER_CHOICES, ContactUploadForm, DelimiterForm, MappingForm
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
 
-DELIMITER_NAMES = {",": "Comma", ";": "Semicolon", "\t": "Tab", "|": "Pipe"}
+FIRST_ISSUES = 20  # the rows not imported that the summary lists, of each kind
 
 
 @bp.get("/")
@@ -53,9 +52,13 @@ def _max_mb() -> int:
 @login_required
 def upload():
     """Store the file and go to the mapping step; a file we can't read is refused with the reason."""
+    form = ContactUploadForm()
+    if not form.validate_on_submit():
+        error = next(error for field in form for error in field.errors)
+        return render_template("imports/new.html", max_mb=_max_mb(), error=error), 400
     try:
         contact_import = importer.store_upload(
-            request.files.get("file"), current_user.team_id, current_user.id, current_user.team.default_country
+            form.file.data, current_user.team_id, current_user.id, current_user.team.default_country
         )
     except importer.UploadProblem as problem:
         return render_template("imports/new.html", max_mb=_max_mb(), error=str(problem)), 400
@@ -75,20 +78,39 @@ def show(import_id: int):
     """The mapping step before the import starts; progress and summary after."""
     contact_import = team_get_or_404(ContactImport, import_id)
     if contact_import.status == ImportStatus.UPLOADED:
-        return _mapping_page(contact_import)
+        return _mapping_page(contact_import, _mapping_form(contact_import, submitted=False))
     return render_template("imports/show.html", **_progress_context(contact_import))
 
 
-def _mapping_page(contact_import: ContactImport, errors: list[str] | None = None, status: int = 200):
+def _mapping_form(contact_import: ContactImport, submitted: bool = True) -> MappingForm:
+    """The mapping form for this file and team: what was posted, or the guesses for a first view."""
+    defaults = {
+        "phone_column": contact_import.phone_column,
+        "field_columns": [i for i in range(len(contact_import.headers)) if i != contact_import.phone_column],
+        "list_id": "new",
+        "new_list_name": contact_import.filename.rsplit(".", 1)[0][:200],
+        "default_country": contact_import.default_country,
+    }
+    lists = db.session.execute(
+        team_select(ContactList).with_only_columns(ContactList.id, ContactList.name).order_by(ContactList.name)
+    ).all()
+    form = MappingForm(data=defaults) if submitted else MappingForm(formdata=None, data=defaults)
+    return form.with_choices(importer.column_labels(contact_import), lists)
+
+
+def _mapping_page(contact_import: ContactImport, form: MappingForm, errors: list[str] | None = None,
+                  status: int = 200):
+    """The preview and the mapping form; every part bounded by the column cap and the cell cut."""
+    errors = list(dict.fromkeys([*(e for field in form for e in field.errors), *(errors or [])]))
     try:
         rows = importer.preview(contact_import)
     except importer.UploadProblem as problem:
-        rows, errors, status = [], [*(errors or []), str(problem)], 400
-    lists = db.session.scalars(team_select(ContactList).order_by(ContactList.name)).all()
+        rows, errors, status = [], [*errors, str(problem)], 400
+    delimiter_form = DelimiterForm(formdata=None, data={"delimiter": contact_import.delimiter})
     return render_template(
-        "imports/mapping.html", imp=contact_import, rows=rows, lists=lists,
-        fields=field_names(contact_import.headers), countries=COUNTRY_CHOICES, delimiters=DELIMITER_NAMES,
-        errors=errors or [],
+        "imports/mapping.html", imp=contact_import, rows=rows, form=form, delimiter_form=delimiter_form,
+        columns=importer.column_labels(contact_import), fields=field_names(contact_import.headers),
+        delimiters=dict((choice.value, choice.label) for choice in DELIMITER_CHOICES), errors=errors,
     ), status
 
 
@@ -97,13 +119,14 @@ def _mapping_page(contact_import: ContactImport, errors: list[str] | None = None
 def delimiter(import_id: int):
     """Re-read the file with the delimiter the user picked."""
     contact_import = _uploaded(import_id)
-    choice = request.form.get("delimiter", "")
-    if len(choice) != 1 or choice not in DELIMITERS:
+    form = DelimiterForm()
+    if not form.validate_on_submit():
         abort(400)
     try:
-        importer.change_delimiter(contact_import, choice)
+        importer.change_delimiter(contact_import, form.delimiter.data)
     except importer.UploadProblem as problem:
-        return _mapping_page(contact_import, [str(problem)], 400)
+        db.session.refresh(contact_import)
+        return _mapping_page(contact_import, _mapping_form(contact_import, submitted=False), [str(problem)], 400)
     return redirect(url_for("imports.show", import_id=import_id))
 
 
@@ -114,16 +137,28 @@ def start(import_id: int):
     contact_import = team_get_or_404(ContactImport, import_id)
     if contact_import.status != ImportStatus.UPLOADED:  # a second click: show what the first one started
         return redirect(url_for("imports.show", import_id=import_id))
-    mapping, errors = _read_mapping(contact_import)
-    if errors:
-        return _mapping_page(contact_import, errors, 400)
+    form = _mapping_form(contact_import)
+    if not form.validate_on_submit():
+        return _mapping_page(contact_import, form, status=400)
+    mapping = importer.Mapping(form.phone_column.data, form.field_columns.data, form.existing_list_id,
+                               form.new_list_name.data, form.default_country.data)
     try:
         importer.start_import(contact_import, mapping)
     except importer.UploadProblem as problem:
         if contact_import.status != ImportStatus.UPLOADED:
             return redirect(url_for("imports.show", import_id=import_id))
-        return _mapping_page(contact_import, [str(problem)], 409)
+        return _mapping_page(contact_import, form, [str(problem)], 409)
     return redirect(url_for("imports.show", import_id=import_id))
+
+
+@bp.post("/<int:import_id>/discard")
+@login_required
+def discard(import_id: int):
+    """Leave the mapping step without importing: the uploaded file is deleted now."""
+    contact_import = team_get_or_404(ContactImport, import_id)
+    if importer.discard_upload(contact_import):
+        flash(f"{contact_import.filename} was discarded and deleted from the server; nothing was imported.", "info")
+    return redirect(url_for("imports.index"))
 
 
 def _uploaded(import_id: int) -> ContactImport:
@@ -131,33 +166,6 @@ def _uploaded(import_id: int) -> ContactImport:
     if contact_import.status != ImportStatus.UPLOADED:
         abort(409)
     return contact_import
-
-
-def _read_mapping(contact_import: ContactImport) -> tuple[importer.Mapping | None, list[str]]:
-    """The mapping form's choices, checked; every problem is listed for the page."""
-    form, errors = request.form, []
-    width = len(contact_import.headers)
-    phone = form.get("phone_column", "")
-    if not phone.isdigit() or int(phone) >= width:
-        errors.append("Choose the column that holds the phone numbers.")
-    fields = [int(value) for value in form.getlist("field_columns") if value.isdigit() and int(value) < width]
-    list_id, new_name = None, form.get("new_list_name", "").strip()[:200]
-    if form.get("list_id", "new") == "new":
-        if not new_name:
-            errors.append("Name the new list, or choose an existing one.")
-        elif db.session.scalar(team_select(ContactList).where(ContactList.name == new_name)):
-            errors.append(f"A list named {new_name!r} already exists; choose it instead, or use another name.")
-    else:
-        chosen = form.get("list_id", "")
-        list_id = int(chosen) if chosen.isdigit() else -1
-        if db.session.scalar(team_select(ContactList).where(ContactList.id == list_id)) is None:
-            errors.append("Choose a list to import into.")
-    country = form.get("default_country", "")
-    if country not in dict(COUNTRY_CHOICES):
-        errors.append("Choose the default country for numbers written without +.")
-    if errors:
-        return None, errors
-    return importer.Mapping(int(phone), fields, list_id, new_name, country), []
 
 
 @bp.get("/<int:import_id>/progress")
@@ -169,14 +177,17 @@ def progress(import_id: int):
 
 
 def _progress_context(contact_import: ContactImport) -> dict:
-    """What the progress fragment shows: counters, rate, and once final the first rows not imported."""
-    issues = []
+    """What the progress fragment shows: counters, rate, and once final the first rows not imported,
+    rejected ones apart from duplicates (twenty duplicates must not hide four real rejections)."""
+    issues = {kind: [] for kind in IssueKind}
     if contact_import.status.is_final:
-        issues = db.session.scalars(
-            select(ImportIssue).where(ImportIssue.import_id == contact_import.id).order_by(ImportIssue.line)
-            .limit(20)
-        ).all()
-    return {"imp": contact_import, "progress": _progress(contact_import), "issues": issues}
+        for kind in IssueKind:
+            issues[kind] = db.session.scalars(
+                select(ImportIssue).where(ImportIssue.import_id == contact_import.id, ImportIssue.kind == kind)
+                .order_by(ImportIssue.line).limit(FIRST_ISSUES)
+            ).all()
+    return {"imp": contact_import, "progress": _progress(contact_import),
+            "rejected": issues[IssueKind.REJECTED], "duplicates": issues[IssueKind.DUPLICATE]}
 
 
 def _progress(contact_import: ContactImport) -> dict:
