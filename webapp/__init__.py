@@ -62,6 +62,8 @@ NAVIGATION = [
     ("contacts.lists", "Lists", "all"),
     ("imports.index", "Imports", "all"),
     ("optouts.index", "Opt-outs", "all"),
+    ("compose.index", "Templates", "all"),
+    ("campaigns.index", "Campaigns", "all"),
     ("settings.index", "Settings", "admin"),
     ("users.index", "Users", "admin"),
 ]
@@ -87,6 +89,19 @@ def _register_template_helpers(app: Flask) -> None:
     app.jinja_env.globals.update(nav_items=nav_items, on_sandbox=on_sandbox)
 
 
+def _owner_only_database_file(database: str | None) -> None:
+    """Create the SQLite file readable by its owner only (it holds people's numbers) before SQLite
+    opens it; SQLite gives its -wal and -shm files the same mode. An older file is made private too."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        return
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+        path.chmod(0o600)
+
+
 def _tune_sqlite(app: Flask) -> None:
     """SQLite serves the web and a worker process at once in development: WAL lets readers run beside
     the writer, and busy_timeout makes a writer wait instead of failing with 'database is locked'."""
@@ -97,6 +112,8 @@ def _tune_sqlite(app: Flask) -> None:
     from webapp.extensions import db
 
     with app.app_context():
+        _owner_only_database_file(db.engine.url.database)
+
         @event.listens_for(db.engine, "connect")
         def on_connect(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
@@ -107,17 +124,50 @@ def _tune_sqlite(app: Flask) -> None:
 
 
 def _register_error_pages(app: Flask) -> None:
-    """Plain, friendly pages for the errors a user can meet."""
-    messages = {
-        400: "The request could not be understood. If you were submitting a form, reload the page and try again.",
-        403: "You don't have permission to do that. Ask an admin of your team.",
-        404: "There is nothing here, or it belongs to another team.",
-        413: "That upload is larger than this server accepts.",
+    """Plain, friendly pages for the errors a user can meet, and a small fragment instead of a page when
+    htmx asked (htmx 4 swaps error responses too, so a whole page would land inside the fragment)."""
+    from contextlib import suppress
+
+    from flask import request
+    from redis.exceptions import RedisError
+    from werkzeug.exceptions import HTTPException
+
+    from webapp.extensions import db
+
+    errors = {
+        400: ("Bad request", "The request could not be understood. If you were submitting a form, reload the page "
+                             "and try again."),
+        401: ("Signed out", "You are signed out. Sign in again to continue."),
+        403: ("Not allowed", "You don't have permission to do that. Ask an admin of your team."),
+        404: ("Not found", "There is nothing here, or it belongs to another team."),
+        405: ("Not allowed", "This address doesn't accept that kind of request."),
+        413: ("Too large", "That upload is larger than this server accepts."),
+        500: ("Something went wrong", "Something went wrong on our side and it has been logged. Try again; if it "
+                                      "keeps happening, tell whoever runs this server."),
+        503: ("Unavailable", "A service this page needs is unavailable for a moment. Try again in a minute."),
     }
 
-    def render_error(error):
-        code = getattr(error, "code", 500) or 500
-        return render_template("error.html", code=code, message=messages.get(code, "Something went wrong.")), code
+    def error_response(code: int, message: str):
+        if code >= 500:
+            with suppress(Exception):  # a failed transaction must not break the error page too
+                db.session.rollback()
+        title = errors.get(code, errors[500])[0]
+        template = "_error_fragment.html" if request.headers.get("HX-Request") else "error.html"
+        response = app.make_response((render_template(template, code=code, title=title, message=message), code))
+        if code == 503:
+            response.headers["Retry-After"] = "60"
+        return response
 
-    for code in messages:
+    def render_error(error: HTTPException):
+        code = error.code or 500
+        # A view's own abort(503, description=...) is shown; Werkzeug's stock descriptions are not.
+        own = error.description if error.description != type(error).description else None
+        return error_response(code, own or errors.get(code, errors[500])[1])
+
+    def redis_unavailable(error: RedisError):
+        app.logger.error("Redis is unavailable: %s", error)
+        return error_response(503, errors[503][1])
+
+    for code in errors:
         app.register_error_handler(code, render_error)
+    app.register_error_handler(RedisError, redis_unavailable)

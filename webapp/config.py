@@ -66,6 +66,26 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         # bounded number of attempts per minute from browsers it has never signed in on.
         "LOGIN_MAX_FAILURES": int(_env("LOGIN_MAX_FAILURES", "5")),
         "LOGIN_LOCK_SECONDS": int(_env("LOGIN_LOCK_SECONDS", "900")),
+        # Sending (webapp.services.sending): rows claimed per batch job, POSTs at once per batch, POSTs that
+        # are "not sent" before a message fails, backoff (doubling from the base, capped), batch jobs per
+        # campaign at once, a team's default rate, a batch job's time limit, how long a POST may be in
+        # flight before the sweep calls it unknown, and how long a campaign may go silent before it restarts.
+        "SEND_BATCH_SIZE": int(_env("SEND_BATCH_SIZE", "256")),
+        "SEND_CONCURRENCY": int(_env("SEND_CONCURRENCY", "16")),
+        "SEND_MAX_ATTEMPTS": int(_env("SEND_MAX_ATTEMPTS", "6")),
+        "SEND_BACKOFF_SECONDS": float(_env("SEND_BACKOFF_SECONDS", "2")),
+        "SEND_BACKOFF_CAP_SECONDS": float(_env("SEND_BACKOFF_CAP_SECONDS", "300")),
+        "SEND_PARALLEL_BATCHES": int(_env("SEND_PARALLEL_BATCHES", "2")),
+        "SEND_RATE_DEFAULT": float(_env("SEND_RATE_DEFAULT", "10")),
+        "SEND_JOB_TIMEOUT": int(_env("SEND_JOB_TIMEOUT", "600")),
+        "SEND_IN_FLIGHT_SECONDS": int(_env("SEND_IN_FLIGHT_SECONDS", "120")),
+        "SEND_STALL_SECONDS": int(_env("SEND_STALL_SECONDS", "60")),
+        # How long an unknown message waits for a callback before "resend unconfirmed" is offered.
+        "UNCONFIRMED_GRACE_SECONDS": int(_env("UNCONFIRMED_GRACE_SECONDS", "3600")),
+        # Unmatched status callbacks kept per team; beyond it the oldest expire (counted on the team).
+        "CALLBACK_ORPHAN_LIMIT": int(_env("CALLBACK_ORPHAN_LIMIT", "100000")),
+        # A callback whose row id is a multiple of this prunes its team on the spot, between sweeps.
+        "CALLBACK_PRUNE_EVERY": int(_env("CALLBACK_PRUNE_EVERY", "1000")),
         "LOGIN_CLIENT_MAX_FAILURES": int(_env("LOGIN_CLIENT_MAX_FAILURES", "20")),
         "LOGIN_EMAIL_ATTEMPTS_PER_MINUTE": int(_env("LOGIN_EMAIL_ATTEMPTS_PER_MINUTE", "10")),
         # How long a sign-in lasts on the server, without and with "Keep me signed in".

@@ -497,7 +497,11 @@ class MessageStatus(StrEnum):
 class Message(db.Model):
     """One message to one number (a test send or a campaign's), created before it is posted."""
 
-    __table_args__ = (Index("ix_message_team_unique_id", "team_id", "unique_id"),)
+    __table_args__ = (
+        Index("ix_message_team_unique_id", "team_id", "unique_id"),
+        # The claim query: a campaign's CREATED rows in id order.
+        Index("ix_message_campaign_status_id", "campaign_id", "status", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
@@ -521,3 +525,31 @@ class Message(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Exactly once (webapp.services.sending): the batch that claimed the row, when, and what is left to try.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    claimed_at: Mapped[datetime | None]
+    not_before: Mapped[datetime | None]  # backing off, or held for quiet hours until then
+    held: Mapped[bool] = mapped_column(default=False)  # not_before comes from quiet hours
+    attempts: Mapped[int] = mapped_column(default=0)  # POSTs that were not sent (retried with backoff)
+    pid: Mapped[str | None] = mapped_column(String(120))
+    finished_at: Mapped[datetime | None]
+    # "Resend unconfirmed" makes a new row (its own reference) pointing at the unknown one it replaces.
+    resend_of_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="SET NULL"))
+    resent: Mapped[bool] = mapped_column(default=False)
+    sent_twice: Mapped[bool] = mapped_column(default=False)  # the replaced attempt was confirmed after all
+
+
+class AuditEntry(db.Model):
+    """Who did what to a campaign, and when (user None: the engine itself, such as an automatic pause)."""
+
+    __table_args__ = (Index("ix_audit_entry_campaign_at", "campaign_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User | None] = relationship()

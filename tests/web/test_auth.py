@@ -1,10 +1,13 @@
 """Signing in and out, throttling, cookies and CSRF."""
 
+import time
+
 import pytest
 
 from tests.factories import PASSWORD, make_team, make_user
 from webapp import create_app
 from webapp.models import Role
+from webapp.services.accounts import client_key
 
 
 def _user(app, role=Role.EDITOR, email="ann@example.com"):
@@ -45,7 +48,7 @@ def test_wrong_password_is_refused(app, client, auth):
 
 
 def test_repeated_failures_lock_the_email(app, client, auth):
-    """After LOGIN_MAX_FAILURES wrong passwords even the right one is refused for a while."""
+    """After LOGIN_MAX_FAILURES wrong passwords from one address even the right one is refused there."""
     _user(app)
     for _ in range(app.config["LOGIN_MAX_FAILURES"]):
         assert auth.login("ann@example.com", "nope").status_code == 401
@@ -110,3 +113,104 @@ def test_csrf_token_is_required(app_config):
         make_user(make_team("Acme"), Role.EDITOR, "csrf@example.com")
     response = app.test_client().post("/login", data={"email": "csrf@example.com", "password": PASSWORD})
     assert response.status_code == 400
+
+
+def _attempt(client, address: str, email="ann@example.com", password="nope", **headers):
+    return client.post("/login", data={"email": email, "password": password},
+                       environ_base={"REMOTE_ADDR": address}, headers=headers)
+
+
+def test_a_lock_holds_one_address_only(app, client):
+    """Failures from one address lock the email there, not for its owner elsewhere (no lockout by strangers)."""
+    _user(app)
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        assert _attempt(client, "198.51.100.7").status_code == 401
+    assert _attempt(client, "198.51.100.7", password=PASSWORD).status_code == 429
+    assert _attempt(app.test_client(), "203.0.113.20", password=PASSWORD).status_code == 302
+
+
+def test_attempts_during_a_lock_do_not_extend_it(app, client):
+    """Retrying while locked never pushes the end of the lock back: it ends LOGIN_LOCK_SECONDS after it began."""
+    _user(app)
+    app.config["LOGIN_LOCK_SECONDS"] = 2
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        _attempt(client, "198.51.100.7")
+    locked_at = time.monotonic()
+    refused = 0
+    while time.monotonic() - locked_at < 20:  # a generous deadline for a 2 s lock on a busy machine
+        status = _attempt(client, "198.51.100.7", password=PASSWORD).status_code
+        if status == 302:
+            break
+        assert status == 429
+        refused += 1
+        time.sleep(0.1)
+    assert status == 302, "the lock never ended while attempts kept arriving"
+    assert refused >= 1
+
+
+def test_password_spraying_is_throttled_per_address(app, client):
+    """One address trying ten emails once each is stopped after LOGIN_CLIENT_MAX_FAILURES failures in all;
+    other addresses are not affected."""
+    _user(app)
+    app.config["LOGIN_CLIENT_MAX_FAILURES"] = 10
+    for n in range(10):
+        assert _attempt(client, "198.51.100.7", email=f"person{n}@example.com").status_code == 401
+    response = _attempt(client, "198.51.100.7", password=PASSWORD)
+    assert response.status_code == 429
+    assert "from your network" in response.get_data(as_text=True)
+    assert int(response.headers["Retry-After"]) > 0
+    assert _attempt(app.test_client(), "198.51.100.8", password=PASSWORD).status_code == 302
+
+
+def test_successes_do_not_count_against_an_address(app):
+    """Many people signing in from one office address are never throttled by their own successes."""
+    _user(app)
+    app.config["LOGIN_CLIENT_MAX_FAILURES"] = 3
+    for _ in range(6):
+        office = app.test_client()
+        assert _attempt(office, "198.51.100.7", password=PASSWORD).status_code == 302
+
+
+def test_one_email_is_slowed_but_never_locked_for_a_known_browser(app, client):
+    """Guesses at one email from many addresses hit a per-minute limit; a browser that signed in as that
+    email before is exempt, so its owner always gets in; a new browser is told to wait seconds."""
+    _user(app)
+    app.config["LOGIN_EMAIL_ATTEMPTS_PER_MINUTE"] = 3
+    _attempt(client, "203.0.113.20", password=PASSWORD)
+    client.post("/logout")
+    for n in range(3):
+        _attempt(app.test_client(), f"198.51.100.{n + 1}")
+    response = _attempt(app.test_client(), "198.51.100.99")
+    assert response.status_code == 429
+    assert "many sign-in attempts" in response.get_data(as_text=True)
+    assert int(response.headers["Retry-After"]) <= 60
+    assert _attempt(app.test_client(), "203.0.113.21", password=PASSWORD).status_code == 429
+    assert _attempt(client, "203.0.113.20", password=PASSWORD).status_code == 302
+
+
+def test_behind_a_proxy_the_forwarded_address_is_the_client(app_config, app):
+    """With PROXY_COUNT=1 the lock follows X-Forwarded-For; with no proxy configured the header is ignored,
+    so forging it does not escape a lock."""
+    _user(app)
+    proxied = create_app(dict(app_config, PROXY_COUNT=1)).test_client()
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        _attempt(proxied, "10.0.0.2", **{"X-Forwarded-For": "198.51.100.7"})
+    assert _attempt(proxied, "10.0.0.2", password=PASSWORD, **{"X-Forwarded-For": "198.51.100.7"}).status_code == 429
+    assert _attempt(proxied, "10.0.0.2", password=PASSWORD, **{"X-Forwarded-For": "203.0.113.20"}).status_code == 302
+
+    direct = app.test_client()
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        _attempt(direct, "198.51.100.50")
+    forged = _attempt(direct, "198.51.100.50", password=PASSWORD, **{"X-Forwarded-For": "203.0.113.99"})
+    assert forged.status_code == 429
+
+
+@pytest.mark.parametrize(("address", "key"), [
+    ("198.51.100.7", "198.51.100.7"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff::9", "2001:db8:1:2::/64"),
+    ("::ffff:198.51.100.7", "198.51.100.7"),
+])
+def test_client_key_groups_an_ipv6_subscriber(address, key):
+    """One IPv6 subscriber (a /64) counts as one client, so rotating addresses inside it gains nothing."""
+    assert client_key(address) == key

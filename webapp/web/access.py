@@ -14,6 +14,8 @@ from sqlalchemy import Select, select
 from webapp.extensions import db
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# What any signed-in user may change, viewers included: only their own sign-ins and password.
+SELF_SERVICE_ENDPOINTS = frozenset({"auth.logout", "auth.sign_out_everywhere", "auth.account"})
 
 
 def htmx_target() -> str | None:
@@ -59,6 +61,6 @@ def refuse_viewer_changes() -> None:
         request.method not in SAFE_METHODS
         and current_user.is_authenticated
         and not current_user.can_edit
-        and request.endpoint not in {"auth.logout"}
+        and request.endpoint not in SELF_SERVICE_ENDPOINTS
     ):
         abort(403)

@@ -5,7 +5,7 @@ from flask_login import current_user, login_required
 
 from webapp.extensions import db
 from webapp.models import Role, User
-from webapp.services.accounts import AccountError, create_user
+from webapp.services.accounts import AccountError, create_user, set_user_disabled
 from webapp.web.access import admin_required, team_get_or_404, team_select
 from webapp.web.forms import UserForm
 
@@ -39,14 +39,14 @@ def index():
 @login_required
 @admin_required
 def disable(user_id: int):
-    """Disable a user: they are signed out at their next request and cannot sign in."""
+    """Disable a user: every sign-in of theirs ends (copied cookies included) and they cannot sign in."""
     user = team_get_or_404(User, user_id)
     if user.id == current_user.id:
         flash("You cannot disable your own account.", "error")
     elif user.role == Role.OWNER and current_user.role != Role.OWNER:
         flash("Only an owner can disable an owner.", "error")
     else:
-        user.disabled = True
+        set_user_disabled(user.id, True)
         db.session.commit()
         flash(f"{user.email} is disabled.", "success")
     return redirect(url_for("users.index"))
@@ -61,7 +61,7 @@ def enable(user_id: int):
     if user.role == Role.OWNER and current_user.role != Role.OWNER:
         flash("Only an owner can enable an owner.", "error")
         return redirect(url_for("users.index"))
-    user.disabled = False
+    set_user_disabled(user.id, False)
     db.session.commit()
     flash(f"{user.email} can sign in again.", "success")
     return redirect(url_for("users.index"))
