@@ -58,6 +58,10 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "ENCRYPTION_KEY": _env("ENCRYPTION_KEY"),
         "SECRET_KEY": _env("SECRET_KEY"),
         "IMPORT_MAX_BYTES": int(_env("IMPORT_MAX_BYTES", str(100 * 1024 * 1024))),
+        # An MMS image's cap before base64 (carriers refuse around 600 KB; DOMAIN.md §7).
+        "MMS_MAX_BYTES": int(_env("MMS_MAX_BYTES", str(600 * 1024))),
+        # Audiences up to this many contacts are summarized during the request; bigger ones by a job.
+        "AUDIENCE_INLINE_LIMIT": int(_env("AUDIENCE_INLINE_LIMIT", "5000")),
         "UPLOAD_FOLDER": _env("UPLOAD_FOLDER", str(instance / "uploads")),
         # How many reverse proxies (TLS terminators) sit in front of the app; 0 trusts no X-Forwarded-*.
         "PROXY_COUNT": int(_env("PROXY_COUNT", "0")),

@@ -80,6 +80,11 @@ class Team(db.Model):
     # {"GB": "0.04", ...}: a price per part for a destination country, as strings so money stays exact;
     # a country not listed costs price_per_part.
     country_prices: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Sending (webapp.services.sending): the team's zone for schedules and quiet-hours fallbacks, its share
+    # of the provider's rate (messages per second, across all workers), and the optional frequency cap.
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    send_rate: Mapped[Decimal] = mapped_column(Numeric(8, 2), default=Decimal("10"))
+    frequency_cap_hours: Mapped[int | None]
     # Unmatched status callbacks deleted because the team held more than CALLBACK_ORPHAN_LIMIT
     # (webapp.services.callbacks.prune_orphans): kept as a count so the loss is never silent.
     callbacks_expired: Mapped[int] = mapped_column(default=0, server_default="0")
@@ -432,6 +437,23 @@ class Campaign(db.Model):
     image_filename: Mapped[str | None] = mapped_column(String(255))  # as uploaded, for display only
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     frozen_text: Mapped[str | None] = mapped_column(Text)  # the template body + footer at launch
+    # The engine (webapp.services.campaign_states and sending).
+    scheduled_at: Mapped[datetime | None]
+    prepared_at: Mapped[datetime | None]  # the audience was frozen into message rows
+    heartbeat_at: Mapped[datetime | None]  # the last batch activity: the sweep restarts a silent campaign
+    finished_at: Mapped[datetime | None]
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    failed_reason: Mapped[str | None] = mapped_column(Text)
+    quiet_hours: Mapped[bool] = mapped_column(default=True)
+    quiet_start: Mapped[str] = mapped_column(String(5), default="08:00")
+    quiet_end: Mapped[str] = mapped_column(String(5), default="21:00")
+    budget_cap: Mapped[Decimal | None] = mapped_column(Numeric(12, 5))
+    # Estimated cost of what was posted, corrected by billed figures: what the budget cap is checked against.
+    reserved_cost: Mapped[Decimal] = mapped_column(Numeric(14, 5), default=Decimal(0))
+    recipients: Mapped[int | None]
+    exclusions: Mapped[dict] = mapped_column(JSON, default=dict)  # reason -> count, at freeze
+    opt_outs_caused: Mapped[int] = mapped_column(default=0)  # STOPs that arrived after launch
+    zone_fallbacks: Mapped[int] = mapped_column(default=0)  # recipients timed by the team's zone
     launched_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,62 @@
+"""Jobs that send campaigns: prepare (freeze the audience), start a scheduled one, send a batch, sweep.
+
+Each job takes a campaign id, re-reads the database and is safe to run twice: freezing happens once,
+batches claim rows atomically, and the sweep only touches rows that need it. No job here is ever
+wrapped in RQ's Retry: a re-run after a dead worker must not re-post (webapp.services.sending).
+"""
+
+import logging
+
+from jobs import with_app
+from webapp.models import CampaignStatus, utcnow
+from webapp.services import campaign_states, recipients, sending
+
+logger = logging.getLogger(__name__)
+
+
+@with_app
+def prepare_campaign(campaign_id: int) -> bool:
+    """Freeze the audience into message rows, then queue the first batches."""
+    recipients.freeze(campaign_id)
+    from webapp.extensions import db
+    from webapp.models import Campaign
+
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is not None and campaign.status is CampaignStatus.SENDING and campaign.prepared_at is not None:
+        campaign_states.enqueue_batches(campaign_id)
+        return True
+    return False
+
+
+@with_app
+def start_campaign(campaign_id: int) -> bool:
+    """A scheduled campaign's time has come (RQ's enqueue_at; the sweep does it too if Redis lost the job)."""
+    if campaign_states.start_scheduled(campaign_id):
+        campaign_states.enqueue_prepare(campaign_id)
+        return True
+    return False
+
+
+@with_app
+def send_batch(campaign_id: int) -> dict:
+    """Send one batch; queue the next (at the end of the queue, so campaigns take turns) or complete."""
+    report = sending.send_batch(campaign_id)
+    if report.stopped in (None, "rate limit"):
+        campaign_states.enqueue_next(campaign_id, report.next_in)
+    elif report.stopped == "nothing due":
+        due, later, in_flight = sending.next_due(campaign_id, utcnow())
+        if due:
+            campaign_states.enqueue_next(campaign_id, None)
+        elif later is not None:
+            # Held for quiet hours or backing off: come back when the first one is due (the sweep also would).
+            campaign_states.enqueue_next(campaign_id, max(1.0, (later - utcnow()).total_seconds()))
+        elif not in_flight:
+            campaign_states.complete_if_done(campaign_id)
+    logger.info("campaign %s batch: %s", campaign_id, report)
+    return report.__dict__
+
+
+@with_app
+def sweep_campaigns() -> dict:
+    """Periodic: carry campaigns on after dead workers or a lost Redis (webapp.services.sending.recover)."""
+    return sending.recover().__dict__

@@ -1,0 +1,296 @@
+"""A campaign's life: launch, schedule, pause, resume, cancel, complete, fail; every move guarded and audited.
+
+Each transition is one UPDATE ... WHERE status IN (allowed states): of two editors clicking at once, or
+a launch racing a cancel, exactly one statement changes the row and the other is told the campaign
+has moved on. Every action a person takes, and every pause the engine makes, is written to the audit
+log shown on the campaign page.
+
+    draft --launch--> sending (prepared by a job, then sent in batches) --> completed
+    draft --launch at--> scheduled --time comes--> sending;  scheduled --unschedule--> draft
+    sending <--pause / resume--> paused;  draft, scheduled, sending, paused --cancel--> cancelled
+    sending, paused --its list or sender number deleted--> failed (with the reason)
+"""
+
+import logging
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+
+from flask import current_app
+from redis.exceptions import RedisError
+from sqlalchemy import func, select, update
+
+from webapp.extensions import db
+from webapp.models import (
+    AuditEntry,
+    Campaign,
+    CampaignList,
+    CampaignStatus,
+    Message,
+    MessageStatus,
+    SenderNumber,
+    utcnow,
+)
+from webapp.queues import get_queue
+from webapp.services.quiet_hours import Window
+
+logger = logging.getLogger(__name__)
+
+ACTIVE = (CampaignStatus.SENDING, CampaignStatus.PAUSED)
+SEND_QUEUE = "sends"
+
+
+class CampaignProblem(ValueError):
+    """An action that can't be done now; the message says why, for the page."""
+
+
+# --- audit -----------------------------------------------------------------------------------------
+
+
+def audit(campaign_id: int, user_id: int | None, action: str, detail: str = "") -> None:
+    """Record who did what to a campaign (user None: the engine itself)."""
+    team_id = db.session.scalar(select(Campaign.team_id).where(Campaign.id == campaign_id))
+    db.session.add(AuditEntry(team_id=team_id, campaign_id=campaign_id, user_id=user_id, action=action,
+                              detail=detail[:1000]))
+
+
+def _move(campaign_id: int, allowed: tuple[CampaignStatus, ...], target: CampaignStatus, **values) -> bool:
+    """The guarded UPDATE every transition is made of; True when this call made the move."""
+    moved = db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status.in_(allowed))
+        .values(status=target, updated_at=utcnow(), **values)
+    ).rowcount
+    return bool(moved)
+
+
+def _refuse(campaign_id: int, action: str) -> None:
+    db.session.rollback()
+    status = db.session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+    raise CampaignProblem(f"The campaign is {status} now, so it can't be {action}. Reload to see its state.")
+
+
+# --- launching -------------------------------------------------------------------------------------
+
+
+def launch_problems(campaign: Campaign) -> list[str]:
+    """What stops a draft from launching; empty when it can go."""
+    problems = []
+    if not campaign.audience:
+        problems.append("Choose at least one list.")
+    if campaign.sender_number_id is None or db.session.get(SenderNumber, campaign.sender_number_id) is None:
+        problems.append("Choose the number to send from.")
+    if not (campaign.body or "").strip():
+        problems.append("Write the message.")
+    else:
+        from webapp.services.templating import TemplateError, compile_template
+
+        try:
+            compile_template(campaign.body)
+        except TemplateError as error:
+            problems.append(f"The message is refused: {error}")
+    return problems
+
+
+def launch(campaign_id: int, user_id: int | None, at: datetime | None = None) -> CampaignStatus:
+    """Launch a draft now, or schedule it for `at` (aware); raises CampaignProblem when it can't."""
+    campaign = db.session.get(Campaign, campaign_id)
+    problems = launch_problems(campaign)
+    if problems:
+        raise CampaignProblem(" ".join(problems))
+    now = datetime.now(UTC)
+    if at is not None and at > now + timedelta(seconds=30):
+        if not _move(campaign_id, (CampaignStatus.DRAFT,), CampaignStatus.SCHEDULED,
+                     scheduled_at=at.astimezone(UTC).replace(tzinfo=None)):
+            _refuse(campaign_id, "scheduled")
+        audit(campaign_id, user_id, "scheduled", f"for {at.isoformat(timespec='minutes')}")
+        db.session.commit()
+        _enqueue("jobs.sending.start_campaign", campaign_id, at=at)
+        return CampaignStatus.SCHEDULED
+    if not _move(campaign_id, (CampaignStatus.DRAFT,), CampaignStatus.SENDING, launched_at=utcnow()):
+        _refuse(campaign_id, "launched")
+    audit(campaign_id, user_id, "launched")
+    db.session.commit()
+    _enqueue("jobs.sending.prepare_campaign", campaign_id)
+    return CampaignStatus.SENDING
+
+
+def start_scheduled(campaign_id: int) -> bool:
+    """The scheduled time has come: SCHEDULED -> SENDING (a second call, or one after unschedule, is a no-op)."""
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status is not CampaignStatus.SCHEDULED:
+        return False
+    if campaign.scheduled_at and campaign.scheduled_at > utcnow() + timedelta(seconds=5):
+        return False  # rescheduled since this job was queued: the newer job will start it
+    if not _move(campaign_id, (CampaignStatus.SCHEDULED,), CampaignStatus.SENDING, launched_at=utcnow()):
+        db.session.rollback()
+        return False
+    audit(campaign_id, None, "started", "its scheduled time came")
+    db.session.commit()
+    return True
+
+
+def unschedule(campaign_id: int, user_id: int | None) -> None:
+    """A scheduled campaign goes back to draft, to be edited."""
+    if not _move(campaign_id, (CampaignStatus.SCHEDULED,), CampaignStatus.DRAFT, scheduled_at=None):
+        _refuse(campaign_id, "moved back to draft")
+    audit(campaign_id, user_id, "unscheduled", "back to draft")
+    db.session.commit()
+
+
+# --- pausing, resuming, cancelling -----------------------------------------------------------------
+
+
+def pause(campaign_id: int, user_id: int | None, reason: str = "") -> bool:
+    """SENDING -> PAUSED; a batch in progress stops before its next group (within seconds)."""
+    if not _move(campaign_id, (CampaignStatus.SENDING,), CampaignStatus.PAUSED, paused_reason=reason or None):
+        if user_id is None:
+            db.session.rollback()
+            return False
+        _refuse(campaign_id, "paused")
+    audit(campaign_id, user_id, "paused", reason)
+    db.session.commit()
+    if user_id is None:
+        logger.warning("campaign %s paused: %s", campaign_id, reason)
+    return True
+
+
+def resume(campaign_id: int, user_id: int | None) -> None:
+    """PAUSED -> SENDING, from where it stopped: only rows still CREATED are ever sent."""
+    if not _move(campaign_id, (CampaignStatus.PAUSED,), CampaignStatus.SENDING, paused_reason=None):
+        _refuse(campaign_id, "resumed")
+    audit(campaign_id, user_id, "resumed")
+    db.session.commit()
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign.prepared_at is None:
+        enqueue_prepare(campaign_id)
+    else:
+        enqueue_batches(campaign_id)
+
+
+def cancel(campaign_id: int, user_id: int | None) -> int:
+    """Stop for good; messages not yet posted are cancelled, what was sent stays accounted for."""
+    allowed = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.PAUSED)
+    if not _move(campaign_id, allowed, CampaignStatus.CANCELLED, finished_at=utcnow()):
+        _refuse(campaign_id, "cancelled")
+    db.session.flush()
+    # Rows a batch already marked in flight are SENDING and keep going; the rest never leave.
+    cancelled = db.session.execute(
+        update(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.CREATED)
+        .values(status=MessageStatus.CANCELLED, claim_token=None)
+    ).rowcount
+    audit(campaign_id, user_id, "cancelled", f"{cancelled} messages not sent")
+    db.session.commit()
+    return cancelled
+
+
+def fail(campaign_id: int, reason: str) -> bool:
+    """The campaign can't go on at all (its lists or sender number are gone)."""
+    if not _move(campaign_id, ACTIVE, CampaignStatus.FAILED, failed_reason=reason, finished_at=utcnow()):
+        db.session.rollback()
+        return False
+    db.session.execute(
+        update(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.CREATED)
+        .values(status=MessageStatus.CANCELLED, claim_token=None))
+    audit(campaign_id, None, "failed", reason)
+    db.session.commit()
+    return True
+
+
+def complete_if_done(campaign_id: int) -> bool:
+    """SENDING -> COMPLETED once no message is waiting or in flight."""
+    waiting = db.session.scalar(select(func.count()).select_from(Message).where(
+        Message.campaign_id == campaign_id, Message.status.in_((MessageStatus.CREATED, MessageStatus.SENDING))))
+    if waiting:
+        return False
+    done = _move(campaign_id, (CampaignStatus.SENDING,), CampaignStatus.COMPLETED, finished_at=utcnow())
+    campaign = db.session.get(Campaign, campaign_id)
+    if done and campaign.prepared_at is not None:
+        audit(campaign_id, None, "completed")
+        db.session.commit()
+        return True
+    db.session.rollback()
+    return False
+
+
+def sending_problem(campaign: Campaign) -> str | None:
+    """Why a sending campaign cannot go on at all, or None."""
+    if campaign.sender_number_id is None or db.session.get(SenderNumber, campaign.sender_number_id) is None:
+        return "Its sender number was deleted."
+    if campaign.prepared_at is None:
+        lists = db.session.scalar(select(func.count()).select_from(CampaignList)
+                                  .where(CampaignList.campaign_id == campaign.id))
+        if not lists:
+            return "Its lists were deleted."
+    return None
+
+
+# --- budget ----------------------------------------------------------------------------------------
+
+
+def reserve_budget(campaign_id: int, amount: Decimal) -> bool:
+    """Reserve the estimated cost of messages about to be posted; pauses the campaign at the cap.
+
+    One guarded UPDATE, so workers posting at once can't pass the cap together.
+    """
+    reserved = db.session.execute(
+        update(Campaign).where(
+            Campaign.id == campaign_id,
+            Campaign.budget_cap.is_(None) | (Campaign.reserved_cost + amount <= Campaign.budget_cap))
+        .values(reserved_cost=Campaign.reserved_cost + amount)
+    ).rowcount
+    db.session.commit()
+    if not reserved:
+        cap = db.session.scalar(select(Campaign.budget_cap).where(Campaign.id == campaign_id))
+        pause(campaign_id, None, f"The budget cap of {cap} would be passed by the next messages. "
+                                 "Raise the cap and resume, or cancel.")
+    return bool(reserved)
+
+
+def release_budget(campaign_id: int, amount: Decimal) -> None:
+    db.session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                       .values(reserved_cost=Campaign.reserved_cost - amount))
+    db.session.commit()
+
+
+def window_of(campaign: Campaign) -> Window:
+    return Window(_clock(campaign.quiet_start, time(8)), _clock(campaign.quiet_end, time(21)))
+
+
+def _clock(value: str | None, default: time) -> time:
+    try:
+        return time.fromisoformat(value) if value else default
+    except ValueError:
+        return default
+
+
+# --- queueing --------------------------------------------------------------------------------------
+
+
+def enqueue_prepare(campaign_id: int) -> None:
+    """Queue the job that freezes the audience (safe twice: it does its work once)."""
+    _enqueue("jobs.sending.prepare_campaign", campaign_id)
+
+
+def enqueue_batches(campaign_id: int, count: int | None = None) -> None:
+    """Queue `count` batch jobs (SEND_PARALLEL_BATCHES by default); extra jobs find nothing to claim."""
+    for _ in range(count or current_app.config["SEND_PARALLEL_BATCHES"]):
+        _enqueue("jobs.sending.send_batch", campaign_id)
+
+
+def enqueue_next(campaign_id: int, delay: float | None) -> None:
+    """The batch after this one, at the end of the queue so other campaigns get their turn."""
+    _enqueue("jobs.sending.send_batch", campaign_id, delay=delay)
+
+
+def _enqueue(job: str, campaign_id: int, at: datetime | None = None, delay: float | None = None) -> None:
+    """Queue by dotted name; with Redis down the periodic sweep starts it later (the database is the truth)."""
+    try:
+        queue = get_queue(SEND_QUEUE)
+        timeout = current_app.config["SEND_JOB_TIMEOUT"]
+        if at is not None:
+            queue.enqueue_at(at.astimezone(UTC), job, campaign_id, job_timeout=timeout)
+        elif delay:
+            queue.enqueue_in(timedelta(seconds=delay), job, campaign_id, job_timeout=timeout)
+        else:
+            queue.enqueue(job, campaign_id, job_timeout=timeout)
+    except RedisError:
+        logger.warning("could not queue %s for campaign %s; the sweep will", job, campaign_id)

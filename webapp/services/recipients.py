@@ -1,0 +1,150 @@
+"""Freezing a campaign's audience at launch: one message row per eligible recipient, in bulk.
+
+Each row holds the text that recipient gets (rendered and with the footer), its parts, its estimated
+cost and a unique reference, so what is sent never depends on the lists, the template or the prices
+changing later. The rules match the audience summary (webapp.services.audience): lists in order, a
+number met in an earlier list is a duplicate, then opted out, landline, invalid; plus the team's
+frequency cap. Every exclusion is counted by reason on the campaign.
+
+The whole audience is written in one transaction (COPY on PostgreSQL, multi-row INSERTs elsewhere)
+together with `prepared_at`, so a job killed half-way leaves nothing and its re-run starts clean.
+"""
+
+import secrets
+from collections import Counter
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select, update
+
+from webapp.extensions import db
+from webapp.models import (
+    Campaign,
+    CampaignStatus,
+    Contact,
+    Message,
+    MessageKind,
+    MessageStatus,
+    SenderNumber,
+    Suppression,
+    Team,
+    utcnow,
+)
+from webapp.provider import segments
+from webapp.services.audience import Exclusion
+from webapp.services.audience import _exclusion as exclusion_of
+from webapp.services.compose import footer_for, team_prices, with_footer
+from webapp.services.quiet_hours import zones_for
+from webapp.services.templating import compile_template
+
+CHUNK = 5_000  # rows per INSERT or COPY write
+FREQUENCY_CAPPED = "frequency_cap"
+COUNTED_AS_SENT = (MessageStatus.SENDING, MessageStatus.ACCEPTED, MessageStatus.UNKNOWN,
+                   MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
+_COLUMNS = ("team_id", "campaign_id", "contact_id", "kind", "phone", "sender", "text", "encoding", "parts",
+            "estimated_cost", "is_mms", "reference", "status", "attempts", "held", "created_at", "updated_at")
+
+
+def freeze(campaign_id: int, now: datetime | None = None) -> bool:
+    """Create the campaign's message rows once; False when it was already done or is not sending."""
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status is not CampaignStatus.SENDING or campaign.prepared_at is not None:
+        return False
+    now = now or utcnow()
+    team = db.session.get(Team, campaign.team_id)
+    template = compile_template(campaign.body or "")
+    footer = footer_for(team, campaign.include_footer)
+    prices = team_prices(team)
+    sender = db.session.get(SenderNumber, campaign.sender_number_id).number
+    suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == team.id)))
+    capped = _recently_messaged(team, now)
+    excluded: Counter = Counter()
+    seen: set[str] = set()
+    zone_fallbacks = 0
+    recipients = 0
+    writer = _Writer(campaign.id, team.id, sender, campaign.is_mms, now)
+    list_ids = campaign.list_ids
+    for position, list_id in enumerate(list_ids):
+        result = db.session.execute(
+            select(Contact.id, Contact.phone, Contact.region, Contact.number_type, Contact.attributes)
+            .where(Contact.list_id == list_id).order_by(Contact.id).execution_options(yield_per=CHUNK))
+        for contact_id, phone, region, number_type, attributes in result:
+            reason = exclusion_of(phone, number_type, suppressed, phone in seen)
+            if position < len(list_ids) - 1:
+                seen.add(phone)
+            if reason is None and phone in capped:
+                reason = FREQUENCY_CAPPED
+            if reason is not None:
+                excluded[str(reason)] += 1
+                continue
+            text = with_footer(template.render(attributes or {}, phone), footer)
+            measurement = segments.measure(text)
+            parts, cost = prices.estimate(measurement.parts, region, campaign.is_mms)
+            writer.add(contact_id, phone, text, measurement.encoding, parts, cost)
+            recipients += 1
+            if campaign.quiet_hours and not zones_for(phone):
+                zone_fallbacks += 1
+    writer.flush()
+    prepared = db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING,
+                               Campaign.prepared_at.is_(None))
+        .values(prepared_at=now, recipients=recipients, exclusions=dict(excluded), zone_fallbacks=zone_fallbacks,
+                frozen_text=with_footer(campaign.body or "", footer), footer_text=footer or None)
+    ).rowcount
+    if not prepared:  # cancelled (or prepared by another job) meanwhile: keep nothing of this run
+        db.session.rollback()
+        return False
+    db.session.commit()
+    return True
+
+
+def exclusion_labels() -> dict[str, str]:
+    """Reason code -> words for the confirmation and the campaign page."""
+    labels = {reason.value: reason.label for reason in Exclusion}
+    labels[FREQUENCY_CAPPED] = "Messaged recently (frequency cap)"
+    return labels
+
+
+def _recently_messaged(team: Team, now: datetime) -> set[str]:
+    """Numbers this team sent a campaign message to within its frequency cap window."""
+    if not team.frequency_cap_hours:
+        return set()
+    since = now - timedelta(hours=team.frequency_cap_hours)
+    return set(db.session.scalars(select(Message.phone).where(
+        Message.team_id == team.id, Message.kind == MessageKind.CAMPAIGN, Message.sent_at >= since,
+        Message.status.in_(COUNTED_AS_SENT))))
+
+
+class _Writer:
+    """Buffers message rows and writes them CHUNK at a time inside the caller's transaction."""
+
+    def __init__(self, campaign_id: int, team_id: int, sender: str, is_mms: bool, now: datetime):
+        self.fixed = (team_id, campaign_id)
+        self.sender, self.is_mms, self.now = sender, is_mms, now
+        self.rows: list[tuple] = []
+
+    def add(self, contact_id, phone, text, encoding, parts, cost) -> None:
+        self.rows.append((contact_id, phone, text, encoding, parts, cost, secrets.token_urlsafe(16)))
+        if len(self.rows) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        rows, self.rows = self.rows, []
+        team_id, campaign_id = self.fixed
+        connection = db.session.connection()
+        if connection.dialect.name == "postgresql":
+            driver = connection.connection.driver_connection
+            with driver.cursor() as cursor, cursor.copy(f"COPY message ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+                for contact_id, phone, text, encoding, parts, cost, reference in rows:
+                    copy.write_row((team_id, campaign_id, contact_id, MessageKind.CAMPAIGN.value, phone, self.sender,
+                                    text, encoding.value, parts, cost, self.is_mms, reference,
+                                    MessageStatus.CREATED.value, 0, False, self.now, self.now))
+            return
+        db.session.execute(insert(Message), [
+            dict(team_id=team_id, campaign_id=campaign_id, contact_id=contact_id, kind=MessageKind.CAMPAIGN,
+                 phone=phone, sender=self.sender, text=text, encoding=encoding, parts=parts, estimated_cost=cost,
+                 is_mms=self.is_mms, reference=reference, status=MessageStatus.CREATED, attempts=0, held=False,
+                 created_at=self.now, updated_at=self.now)
+            for contact_id, phone, text, encoding, parts, cost, reference in rows
+        ])

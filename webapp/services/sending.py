@@ -1,0 +1,429 @@
+"""Sending a campaign's messages exactly once: claim, check, mark in flight, POST, record.
+
+Each message row exists before anything is sent (the audience is frozen at launch) and carries its own
+`reference`, which MultiTEL echoes in callbacks. A batch job walks through these steps, and each step
+is a guarded UPDATE, so a crash at any point leaves every row in a state that says what is safe:
+
+1. claim: a batch takes up to `batch_size` CREATED rows by writing its random claim token on them
+   (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serialises writers). A claim that is never marked in
+   flight is safe to release: nothing was posted.
+2. per group of `concurrency` rows: the campaign must still be sending (pause and cancel take effect
+   here, within one group), opted-out numbers are dropped (a STOP that arrived after launch), rows
+   outside the recipient's quiet hours are held until their window opens, the shared rate limit and
+   the budget cap are consulted.
+3. mark in flight: CREATED -> SENDING for exactly the rows about to be posted, checked against the
+   claim token and the campaign's state, committed *before* the POSTs. After a crash, only SENDING
+   rows may have reached the provider, and the sweeper makes them UNKNOWN, never CREATED.
+4. POST concurrently (one thread per row of the group, one kept-alive session per thread) and record
+   each outcome with the claim token in the WHERE clause, so a slow worker whose claim was taken over
+   can never overwrite the worker that replaced it.
+
+Outcomes (webapp.provider.multitel): ACCEPTED keeps uniqueid, parts and cost; NOT_SENT goes back to
+CREATED with exponential backoff and jitter (Retry-After honoured) until `max_attempts`, then FAILED;
+REFUSED fails that message; ACCOUNT pauses the campaign with the reason (the message was not taken,
+so it goes back to CREATED); AMBIGUOUS becomes UNKNOWN: reconciled from callbacks, resent only by a
+person's audited "resend unconfirmed". RQ's Retry never wraps any of this, and a job that runs twice
+finds nothing left to claim.
+"""
+
+import logging
+import random
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import and_, exists, func, or_, select, update
+
+from webapp.extensions import db
+from webapp.models import Campaign, CampaignStatus, Message, MessageStatus, SenderNumber, Suppression, Team, utcnow
+from webapp.provider.multitel import MultitelClient, Outcome, SendResult
+from webapp.services import campaign_states
+from webapp.services.quiet_hours import Window
+from webapp.services.quiet_hours import check as quiet_check
+from webapp.services.ratelimit import RateLimiter
+from webapp.services.teams import notify_url, team_credentials
+
+logger = logging.getLogger(__name__)
+
+LONG_WAIT = 1.0  # seconds: a wait longer than this re-queues the batch instead of sleeping in it
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one batch did; the job logs it and decides whether to queue the next one."""
+
+    claimed: int = 0
+    posted: int = 0
+    accepted: int = 0
+    held: int = 0
+    opted_out: int = 0
+    stopped: str | None = None  # why the batch ended early (paused, cancelled, rate limit, budget)
+    next_in: float | None = None  # seconds until the next batch should run; None: as soon as possible
+
+
+@dataclass
+class _Settings:
+    batch_size: int
+    concurrency: int
+    max_attempts: int
+    backoff_base: float
+    backoff_cap: float
+
+
+def _settings() -> _Settings:
+    config = current_app.config
+    return _Settings(config["SEND_BATCH_SIZE"], config["SEND_CONCURRENCY"], config["SEND_MAX_ATTEMPTS"],
+                     config["SEND_BACKOFF_SECONDS"], config["SEND_BACKOFF_CAP_SECONDS"])
+
+
+def now_utc() -> datetime:
+    """Naive UTC, as every timestamp column stores it."""
+    return utcnow()
+
+
+# --- claims ----------------------------------------------------------------------------------------
+
+
+def claim(campaign_id: int, token: str, limit: int, now: datetime) -> list[int]:
+    """Write `token` on up to `limit` due CREATED rows of the campaign; return their ids, oldest first."""
+    due = (
+        select(Message.id)
+        .where(Message.campaign_id == campaign_id, Message.status == MessageStatus.CREATED,
+               Message.claim_token.is_(None), or_(Message.not_before.is_(None), Message.not_before <= now))
+        .order_by(Message.id)
+        .limit(limit)
+    )
+    if db.session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    ids = db.session.scalars(
+        update(Message).where(Message.id.in_(due.scalar_subquery()), Message.claim_token.is_(None))
+        .values(claim_token=token, claimed_at=now).returning(Message.id)
+    ).all()
+    db.session.commit()
+    return sorted(ids)
+
+
+def release(token: str, ids: list[int] | None = None, not_before: datetime | None = None) -> int:
+    """Give back claimed rows that were not marked in flight (nothing was posted for them)."""
+    statement = update(Message).where(Message.claim_token == token, Message.status == MessageStatus.CREATED)
+    if ids is not None:
+        statement = statement.where(Message.id.in_(ids))
+    values = {"claim_token": None, "claimed_at": None}
+    if not_before is not None:
+        values["not_before"] = not_before
+    count = db.session.execute(statement.values(**values)).rowcount
+    db.session.commit()
+    return count
+
+
+# --- one batch -------------------------------------------------------------------------------------
+
+
+def send_batch(campaign_id: int, *, client: MultitelClient | None = None, limiter: RateLimiter | None = None,
+               clock=now_utc) -> BatchReport:
+    """Claim and send one batch of the campaign's due messages; safe to run twice or concurrently."""
+    settings = _settings()
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status is not CampaignStatus.SENDING or campaign.prepared_at is None:
+        return BatchReport(stopped="not sending")
+    team = db.session.get(Team, campaign.team_id)
+    problem = campaign_states.sending_problem(campaign)
+    if problem:
+        campaign_states.fail(campaign_id, problem)
+        return BatchReport(stopped=problem)
+    if client is None:
+        credentials = team_credentials(team)
+        if credentials is None:
+            campaign_states.pause(campaign_id, None, "The MultiTEL username and password are not set (Settings).")
+            return BatchReport(stopped="no credentials")
+        client = MultitelClient(current_app.config["MULTITEL_API_URL"], credentials)
+    if limiter is None:
+        limiter = team_limiter(team)
+    sender = db.session.get(SenderNumber, campaign.sender_number_id).number
+    context = _Context(campaign_id=campaign_id, team_id=team.id, team_zone=team.timezone or "UTC",
+                       window=campaign_states.window_of(campaign) if campaign.quiet_hours else None,
+                       sender=sender, notify_url=notify_url(team), media=_media(campaign),
+                       settings=settings, client=client, limiter=limiter, clock=clock)
+    token = secrets.token_hex(16)
+    ids = claim(campaign_id, token, settings.batch_size, clock())
+    if not ids:
+        return BatchReport(stopped="nothing due")
+    db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(heartbeat_at=clock()))
+    db.session.commit()
+    totals = dict(claimed=len(ids), posted=0, accepted=0, held=0, opted_out=0)
+    stopped, next_in = None, None
+    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send") as pool:
+        for start in range(0, len(ids), settings.concurrency):
+            group = ids[start:start + settings.concurrency]
+            outcome = _send_group(context, token, group, pool, totals)
+            if outcome is not None:
+                stopped, next_in = outcome
+                release(token, ids[start:])
+                break
+    release(token)  # anything left claimed (held rows were released with their hold already)
+    return BatchReport(**totals, stopped=stopped, next_in=next_in)
+
+
+@dataclass
+class _Context:
+    campaign_id: int
+    team_id: int
+    team_zone: str
+    window: Window | None
+    sender: str
+    notify_url: str
+    media: bytes | None
+    settings: _Settings
+    client: MultitelClient
+    limiter: RateLimiter
+    clock: object
+
+
+def _media(campaign: Campaign) -> bytes | None:
+    if not campaign.image_name:
+        return None
+    return (Path(current_app.config["UPLOAD_FOLDER"]) / campaign.image_name).read_bytes()
+
+
+def team_limiter(team: Team) -> RateLimiter:
+    from webapp.queues import redis_connection
+
+    rate = float(team.send_rate or current_app.config["SEND_RATE_DEFAULT"])
+    burst = max(1, min(current_app.config["SEND_CONCURRENCY"], int(rate)))
+    return RateLimiter(redis_connection(), rate, burst)
+
+
+def _send_group(context: _Context, token: str, group: list[int], pool: ThreadPoolExecutor,
+                totals: dict) -> tuple[str, float | None] | None:
+    """Check, mark in flight, post and record one group; a (reason, wait) return stops the batch."""
+    status = db.session.scalar(select(Campaign.status).where(Campaign.id == context.campaign_id))
+    if status is not CampaignStatus.SENDING:
+        return f"campaign {status}", None
+    rows = db.session.execute(
+        select(Message.id, Message.phone, Message.text, Message.reference, Message.estimated_cost,
+               Message.attempts)
+        .where(Message.id.in_(group), Message.claim_token == token, Message.status == MessageStatus.CREATED)
+        .order_by(Message.id)
+    ).all()
+    rows = _drop_opted_out(context, token, rows, totals)
+    rows = _hold_quiet_hours(context, token, rows, totals)
+    if not rows:
+        return None
+    granted, wait = _take_rate(context, len(rows))
+    stop = ("rate limit", wait) if granted < len(rows) else None
+    if not granted:
+        return stop
+    rows = rows[:granted]
+    if not campaign_states.reserve_budget(context.campaign_id, sum(row.estimated_cost for row in rows)):
+        return "budget cap", None
+    in_flight = set(db.session.scalars(
+        update(Message)
+        .where(Message.id.in_([row.id for row in rows]), Message.claim_token == token,
+               Message.status == MessageStatus.CREATED,
+               exists().where(Campaign.id == context.campaign_id, Campaign.status == CampaignStatus.SENDING))
+        .values(status=MessageStatus.SENDING, sent_at=context.clock())
+        .returning(Message.id)
+    ).all())
+    db.session.commit()
+    unsent = [row for row in rows if row.id not in in_flight]
+    if unsent:  # the campaign stopped between the check and the mark: give their reservation back
+        campaign_states.release_budget(context.campaign_id, sum(row.estimated_cost for row in unsent))
+    rows = [row for row in rows if row.id in in_flight]
+    results = list(pool.map(lambda row: _post(context, row), rows))
+    totals["posted"] += len(rows)
+    return _record(context, token, rows, results, totals) or stop
+
+
+def _post(context: _Context, row) -> SendResult:
+    return context.client.send(sender=context.sender, to=row.phone, text=row.text, media=context.media,
+                               notify_url=context.notify_url, reference=row.reference)
+
+
+def _drop_opted_out(context: _Context, token: str, rows: list, totals: dict) -> list:
+    """The opt-out list checked again just before sending: a STOP after launch stops that recipient."""
+    if not rows:
+        return rows
+    stopped = set(db.session.scalars(select(Suppression.phone).where(
+        Suppression.team_id == context.team_id, Suppression.phone.in_([row.phone for row in rows]))))
+    if not stopped:
+        return rows
+    ids = [row.id for row in rows if row.phone in stopped]
+    count = db.session.execute(
+        update(Message)
+        .where(Message.id.in_(ids), Message.claim_token == token, Message.status == MessageStatus.CREATED)
+        .values(status=MessageStatus.OPTED_OUT, claim_token=None, error="Opted out after the campaign was launched")
+    ).rowcount
+    db.session.execute(update(Campaign).where(Campaign.id == context.campaign_id)
+                       .values(opt_outs_caused=Campaign.opt_outs_caused + count))
+    db.session.commit()
+    totals["opted_out"] += count
+    return [row for row in rows if row.phone not in stopped]
+
+
+def _hold_quiet_hours(context: _Context, token: str, rows: list, totals: dict) -> list:
+    """Rows outside their recipient's sending window wait (released, not_before set) until it opens."""
+    if context.window is None or not rows:
+        return rows
+    now = context.clock().replace(tzinfo=UTC)
+    ready, held = [], {}
+    for row in rows:
+        verdict = quiet_check(row.phone, now, context.team_zone, context.window)
+        if verdict.send_now:
+            ready.append(row)
+        else:
+            held.setdefault(verdict.next_open.astimezone(UTC).replace(tzinfo=None), []).append(row.id)
+    for opening, ids in held.items():
+        db.session.execute(
+            update(Message).where(Message.id.in_(ids), Message.claim_token == token)
+            .values(claim_token=None, claimed_at=None, not_before=opening, held=True))
+    if held:
+        db.session.commit()
+        totals["held"] += sum(len(ids) for ids in held.values())
+    return ready
+
+
+def _take_rate(context: _Context, count: int) -> tuple[int, float]:
+    """Take up to `count` send slots of the team's shared rate, waiting at most LONG_WAIT in all.
+
+    Returns (slots granted, seconds until the next slot when fewer than asked); the batch sends what it
+    was granted and re-queues itself for the rest instead of sleeping through a long wait.
+    """
+    granted = 0
+    deadline = time.monotonic() + LONG_WAIT
+    while granted < count:
+        chunk = min(count - granted, context.limiter.burst)
+        ok, wait = context.limiter.take(f"team:{context.team_id}", chunk)
+        if ok:
+            granted += chunk
+        elif time.monotonic() + wait <= deadline:
+            time.sleep(wait)
+        else:
+            return granted, wait
+    return granted, 0.0
+
+
+def _backoff(settings: _Settings, attempts: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter; never sooner than the provider's Retry-After."""
+    ceiling = min(settings.backoff_cap, settings.backoff_base * (2 ** max(0, attempts - 1)))
+    delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
+    return max(delay, retry_after or 0.0)
+
+
+def _record(context: _Context, token: str, rows: list, results: list[SendResult],
+            totals: dict) -> tuple[str, float | None] | None:
+    """Write each outcome, guarded by the claim token; returns a stop reason for account errors."""
+    now = context.clock()
+    account_problem = None
+    released_cost = Decimal(0)
+    billed_delta = Decimal(0)
+    guard = and_(Message.claim_token == token, Message.status == MessageStatus.SENDING)
+    for row, result in zip(rows, results, strict=True):
+        values: dict = {"claim_token": None, "claimed_at": None}
+        if result.outcome is Outcome.ACCEPTED:
+            totals["accepted"] += 1
+            values.update(status=MessageStatus.ACCEPTED, unique_id=result.unique_id, pid=result.pid,
+                          billed_parts=result.parts, billed_cost=result.cost, error=None)
+            if result.cost is not None:
+                billed_delta += result.cost - row.estimated_cost
+        elif result.outcome is Outcome.NOT_SENT and row.attempts + 1 < context.settings.max_attempts:
+            delay = _backoff(context.settings, row.attempts + 1, result.retry_after)
+            values.update(status=MessageStatus.CREATED, attempts=row.attempts + 1, error=result.reason,
+                          not_before=now + timedelta(seconds=delay), sent_at=None)
+            released_cost += row.estimated_cost
+        elif result.outcome in (Outcome.NOT_SENT, Outcome.REFUSED):
+            values.update(status=MessageStatus.FAILED, attempts=row.attempts + 1, error=result.reason,
+                          finished_at=now)
+            released_cost += row.estimated_cost
+        elif result.outcome is Outcome.ACCOUNT:
+            values.update(status=MessageStatus.CREATED, error=result.reason, sent_at=None)
+            released_cost += row.estimated_cost
+            account_problem = result.reason
+        else:  # AMBIGUOUS: it may have been sent
+            values.update(status=MessageStatus.UNKNOWN, error=result.reason)
+        db.session.execute(update(Message).where(Message.id == row.id, guard).values(**values))
+    db.session.execute(update(Campaign).where(Campaign.id == context.campaign_id).values(
+        reserved_cost=Campaign.reserved_cost - released_cost + billed_delta, heartbeat_at=now))
+    db.session.commit()
+    if account_problem:
+        campaign_states.pause(context.campaign_id, None, f"Paused by the provider's answer: {account_problem}")
+        return "account", None
+    return None
+
+
+# --- what is left ----------------------------------------------------------------------------------
+
+
+def next_due(campaign_id: int, now: datetime) -> tuple[int, datetime | None, int]:
+    """(unclaimed rows due now, the earliest later not_before, rows in flight) of a campaign."""
+    due = db.session.scalar(select(func.count()).select_from(Message).where(
+        Message.campaign_id == campaign_id, Message.status == MessageStatus.CREATED, Message.claim_token.is_(None),
+        or_(Message.not_before.is_(None), Message.not_before <= now)))
+    later = db.session.scalar(select(func.min(Message.not_before)).where(
+        Message.campaign_id == campaign_id, Message.status == MessageStatus.CREATED, Message.not_before > now))
+    in_flight = db.session.scalar(select(func.count()).select_from(Message).where(
+        Message.campaign_id == campaign_id, Message.status == MessageStatus.SENDING))
+    return due, later, in_flight
+
+
+# --- recovery --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What one sweep found and did (logged, and returned by `campaigns reconcile`)."""
+
+    unknown: int = 0  # in flight when their worker died: may have been sent
+    released: int = 0  # claimed by a dead worker before being marked in flight: safe to send
+    restarted: list[int] | None = None  # campaigns whose batches were queued again
+    completed: list[int] | None = None
+    started: list[int] | None = None  # scheduled campaigns whose time had come
+
+
+def recover(now: datetime | None = None) -> Recovery:
+    """Carry every campaign on from the database after a dead worker, a lost Redis or a restart.
+
+    Safe to run at any time and twice: a row in flight longer than any POST can take becomes UNKNOWN
+    (never CREATED: it may have reached the provider), a claim older than any job can live is
+    released (nothing was posted), and campaigns with work due and no recent batch get new jobs.
+    """
+    config = current_app.config
+    now = now or utcnow()
+    in_flight_limit = now - timedelta(seconds=config["SEND_IN_FLIGHT_SECONDS"])
+    claim_limit = now - timedelta(seconds=config["SEND_JOB_TIMEOUT"] + 60)
+    unknown = db.session.execute(
+        update(Message).where(Message.status == MessageStatus.SENDING, Message.sent_at < in_flight_limit)
+        .values(status=MessageStatus.UNKNOWN, claim_token=None,
+                error="The worker stopped while this message was being posted; it may have been sent.")
+    ).rowcount
+    released = db.session.execute(
+        update(Message).where(Message.status == MessageStatus.CREATED, Message.claim_token.is_not(None),
+                              Message.claimed_at < claim_limit)
+        .values(claim_token=None, claimed_at=None)
+    ).rowcount
+    db.session.commit()
+
+    started = []
+    for campaign_id in db.session.scalars(select(Campaign.id).where(
+            Campaign.status == CampaignStatus.SCHEDULED, Campaign.scheduled_at <= now)).all():
+        if campaign_states.start_scheduled(campaign_id):
+            started.append(campaign_id)
+    restarted, completed = [], []
+    quiet_since = now - timedelta(seconds=config["SEND_STALL_SECONDS"])
+    for campaign in db.session.scalars(select(Campaign).where(Campaign.status == CampaignStatus.SENDING)).all():
+        if campaign.prepared_at is None:
+            if campaign.id in started or (campaign.launched_at or now) <= quiet_since:
+                campaign_states.enqueue_prepare(campaign.id)
+                restarted.append(campaign.id)
+            continue
+        due, _later, in_flight = next_due(campaign.id, now)
+        if due and (campaign.heartbeat_at is None or campaign.heartbeat_at <= quiet_since):
+            campaign_states.enqueue_batches(campaign.id)
+            restarted.append(campaign.id)
+        elif not due and not in_flight and campaign_states.complete_if_done(campaign.id):
+            completed.append(campaign.id)
+    return Recovery(unknown, released, restarted, completed, started)
