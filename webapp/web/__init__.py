@@ -10,7 +10,10 @@ def init_app(app: Flask) -> None:
 
     security.init_app(app)  # first, so every response gets the headers
     from webapp.web import access, auth, contacts, dashboard, health, imports, optouts, settings, users, webhooks
+    from webapp.web import campaigns, compose
 
     app.before_request(access.refuse_viewer_changes)
     for module in (auth, contacts, dashboard, health, imports, optouts, settings, users, webhooks):
+        app.register_blueprint(module.bp)
+    for module in (compose, campaigns):
         app.register_blueprint(module.bp)
