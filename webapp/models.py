@@ -514,6 +514,8 @@ class MessageStatus(StrEnum):
     UNKNOWN = "unknown"  # ambiguous reply: reconcile by reference, never resend automatically
     DELIVERED = "delivered"
     UNDELIVERED = "undelivered"
+    OPTED_OUT = "opted_out"  # a STOP arrived after launch: not sent
+    CANCELLED = "cancelled"  # the campaign was cancelled before this one was posted
 
 
 class Message(db.Model):

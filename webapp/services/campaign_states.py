@@ -113,12 +113,12 @@ def launch(campaign_id: int, user_id: int | None, at: datetime | None = None) ->
     return CampaignStatus.SENDING
 
 
-def start_scheduled(campaign_id: int) -> bool:
+def start_scheduled(campaign_id: int, now: datetime | None = None) -> bool:
     """The scheduled time has come: SCHEDULED -> SENDING (a second call, or one after unschedule, is a no-op)."""
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None or campaign.status is not CampaignStatus.SCHEDULED:
         return False
-    if campaign.scheduled_at and campaign.scheduled_at > utcnow() + timedelta(seconds=5):
+    if campaign.scheduled_at and campaign.scheduled_at > (now or utcnow()) + timedelta(seconds=5):
         return False  # rescheduled since this job was queued: the newer job will start it
     if not _move(campaign_id, (CampaignStatus.SCHEDULED,), CampaignStatus.SENDING, launched_at=utcnow()):
         db.session.rollback()

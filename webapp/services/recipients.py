@@ -41,7 +41,8 @@ FREQUENCY_CAPPED = "frequency_cap"
 COUNTED_AS_SENT = (MessageStatus.SENDING, MessageStatus.ACCEPTED, MessageStatus.UNKNOWN,
                    MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
 _COLUMNS = ("team_id", "campaign_id", "contact_id", "kind", "phone", "sender", "text", "encoding", "parts",
-            "estimated_cost", "is_mms", "reference", "status", "attempts", "held", "created_at", "updated_at")
+            "estimated_cost", "is_mms", "reference", "status", "attempts", "held", "resent", "sent_twice",
+            "created_at", "updated_at")
 
 
 def freeze(campaign_id: int, now: datetime | None = None) -> bool:
@@ -139,12 +140,12 @@ class _Writer:
                 for contact_id, phone, text, encoding, parts, cost, reference in rows:
                     copy.write_row((team_id, campaign_id, contact_id, MessageKind.CAMPAIGN.value, phone, self.sender,
                                     text, encoding.value, parts, cost, self.is_mms, reference,
-                                    MessageStatus.CREATED.value, 0, False, self.now, self.now))
+                                    MessageStatus.CREATED.value, 0, False, False, False, self.now, self.now))
             return
         db.session.execute(insert(Message), [
             dict(team_id=team_id, campaign_id=campaign_id, contact_id=contact_id, kind=MessageKind.CAMPAIGN,
                  phone=phone, sender=self.sender, text=text, encoding=encoding, parts=parts, estimated_cost=cost,
                  is_mms=self.is_mms, reference=reference, status=MessageStatus.CREATED, attempts=0, held=False,
-                 created_at=self.now, updated_at=self.now)
+                 resent=False, sent_twice=False, created_at=self.now, updated_at=self.now)
             for contact_id, phone, text, encoding, parts, cost, reference in rows
         ])

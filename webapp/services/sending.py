@@ -410,7 +410,7 @@ def recover(now: datetime | None = None) -> Recovery:
     started = []
     for campaign_id in db.session.scalars(select(Campaign.id).where(
             Campaign.status == CampaignStatus.SCHEDULED, Campaign.scheduled_at <= now)).all():
-        if campaign_states.start_scheduled(campaign_id):
+        if campaign_states.start_scheduled(campaign_id, now):
             started.append(campaign_id)
     restarted, completed = [], []
     quiet_since = now - timedelta(seconds=config["SEND_STALL_SECONDS"])
