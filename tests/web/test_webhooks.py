@@ -2,11 +2,12 @@
 
 import time
 
-from sqlalchemy import select
+import requests
+from sqlalchemy import event, func, select
 
 from tests.factories import make_team
 from webapp.extensions import db
-from webapp.models import ProviderCallback, Team
+from webapp.models import InboundMessage, ProviderCallback, Team
 from webapp.provider import multitel
 from webapp.services.teams import notify_url
 
@@ -91,3 +92,210 @@ def test_send_through_sandbox_and_receive_callbacks(app, sandbox, live_server):
     assert {row.reference for row in rows} == {"ref-1"}
     assert rows[-1].state in ("delivered", "failed")
     assert "sent" in {row.state for row in rows}
+
+
+# --- bounds: what a flood can make us keep ------------------------------------------------------------
+
+
+def _team_row(app, team_id) -> Team:
+    with app.app_context():
+        team = db.session.get(Team, team_id)
+        db.session.expunge(team)
+        return team
+
+
+def _count(app, model, team_id) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(model).where(model.team_id == team_id))
+
+
+def test_body_over_8_kb_is_refused_and_not_stored(app, client):
+    """An 8 KB body is stored; one byte more is 413 and leaves no row (a status callback is well under 2 KB)."""
+    team_id, token = _team(app)
+    url = f"/callbacks/multitel/{team_id}/{token}"
+    padding = "x" * (8 * 1024 - len("uniqueid=u1&status=sent&pad="))
+    assert client.post(url, data=f"uniqueid=u1&status=sent&pad={padding}",
+                       content_type="application/x-www-form-urlencoded").status_code == 200
+    assert client.post(url, data=f"uniqueid=u2&status=sent&pad={padding}x",
+                       content_type="application/x-www-form-urlencoded").status_code == 413
+    assert [row.unique_id for row in _callbacks(app, team_id)] == ["u1"]
+
+
+def test_query_string_over_4_kb_is_refused_and_not_stored(app, client):
+    """A 4 KB query string is stored; one byte more is 414 and leaves no row."""
+    team_id, token = _team(app)
+    url = f"/callbacks/multitel/{team_id}/{token}"
+    query = "uniqueid=q1&status=sent&pad="
+    query += "x" * (4 * 1024 - len(query))
+    assert client.get(f"{url}?{query}").status_code == 200
+    assert client.get(f"{url}?{query.replace('q1', 'q2')}x").status_code == 414
+    assert [row.unique_id for row in _callbacks(app, team_id)] == ["q1"]
+
+
+def test_chunked_body_over_the_cap_is_refused_over_real_http(app, live_server):
+    """A chunked body (no Content-Length to check) is read only past the cap, then refused with 413."""
+    team_id, token = _team(app)
+    url = f"{live_server.url}/callbacks/multitel/{team_id}/{token}"
+
+    def chunks(total):
+        for _ in range(total // 1024):
+            yield b"x" * 1024
+
+    refused = requests.post(url, data=chunks(200 * 1024), headers={"Content-Type": "text/plain"}, timeout=10)
+    accepted = requests.post(url, data=iter([b"uniqueid=c1&", b"status=sent"]),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
+    assert (refused.status_code, accepted.status_code) == (413, 200)
+    assert [row.unique_id for row in _callbacks(app, team_id)] == ["c1"]
+
+
+def test_head_request_stores_nothing(app, client):
+    """HEAD (routed to the GET view by Flask) answers like GET and stores no callback and no inbound message."""
+    with app.app_context():
+        team = make_team("Heads")
+        team_id, token, inbound_token = team.id, team.callback_token, team.inbound_token
+    assert client.head(f"/callbacks/multitel/{team_id}/{token}?uniqueid=h1&status=sent").status_code == 200
+    assert client.head(f"/callbacks/inbound/{team_id}/{inbound_token}?from=%2B14155550123&text=STOP").status_code == 200
+    assert client.head(f"/callbacks/multitel/{team_id}/{token}x?uniqueid=h1").status_code == 404
+    assert _count(app, ProviderCallback, team_id) == 0 and _count(app, InboundMessage, team_id) == 0
+
+
+def test_empty_request_stores_nothing(app, client):
+    """A bare GET or an empty POST carries nothing about any message: 200, and no row."""
+    team_id, token = _team(app)
+    assert client.get(f"/callbacks/multitel/{team_id}/{token}").status_code == 200
+    assert client.post(f"/callbacks/multitel/{team_id}/{token}").status_code == 200
+    assert _callbacks(app, team_id) == []
+
+
+def test_team_id_beyond_a_database_integer_is_404(app, client):
+    """A team id of 2^63 (or 2^31, past PostgreSQL's integer) in either URL is 404, not a 500 overflow."""
+    _, token = _team(app)
+    for team_id in (2**63, 2**31, 2**64 + 1):
+        assert client.post(f"/callbacks/multitel/{team_id}/{token}", data={"status": "sent"}).status_code == 404
+        assert client.post(f"/callbacks/inbound/{team_id}/{token}", data={"text": "STOP"}).status_code == 404
+
+
+def test_json_callback_with_a_byte_that_is_not_utf8_keeps_its_fields(app, client):
+    """One Latin-1 byte in a JSON callback: the row still has its uniqueid, reference and state."""
+    team_id, token = _team(app)
+    body = b'{"uniqueid": "j-1", "reference": "r-1", "status": "DELIVRD", "note": "caf\xe9"}'
+    client.post(f"/callbacks/multitel/{team_id}/{token}", data=body, content_type="application/json")
+    [row] = _callbacks(app, team_id)
+    assert (row.unique_id, row.reference, row.state) == ("j-1", "r-1", "delivered")
+
+
+def test_huge_parts_value_does_not_stall_the_webhook(app, client):
+    """parts=1e1000000 is stored at once (it held a web thread for 30 s), with the status still read."""
+    team_id, token = _team(app)
+    started = time.perf_counter()
+    response = client.post(f"/callbacks/multitel/{team_id}/{token}", data="uniqueid=p1&status=DELIVRD&parts=1e1000000",
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200 and time.perf_counter() - started < 2
+    [row] = _callbacks(app, team_id)
+    assert row.state == "delivered"
+
+
+def test_unmatched_callbacks_beyond_the_limit_expire_oldest_first_and_are_counted(app, client):
+    """With a limit of 5, the sweep keeps each team's 5 newest callbacks and counts the rest as expired."""
+    from webapp.services.callbacks import prune_orphans
+
+    app.config.update(CALLBACK_ORPHAN_LIMIT=5, CALLBACK_PRUNE_EVERY=10**9)
+    team_id, token = _team(app)
+    with app.app_context():
+        other = make_team("Quiet")
+        other_id, other_token = other.id, other.callback_token
+    for number in range(12):
+        client.post(f"/callbacks/multitel/{team_id}/{token}", data={"uniqueid": f"u{number}", "status": "sent"})
+    for number in range(3):
+        client.post(f"/callbacks/multitel/{other_id}/{other_token}", data={"uniqueid": f"o{number}"})
+    assert len(_callbacks(app, team_id)) == 12
+
+    with app.app_context():
+        assert prune_orphans() == {team_id: 7}
+        assert prune_orphans() == {}  # already within bounds: nothing more expires
+    assert [row.unique_id for row in _callbacks(app, team_id)] == [f"u{n}" for n in range(7, 12)]
+    assert _team_row(app, team_id).callbacks_expired == 7
+    assert len(_callbacks(app, other_id)) == 3 and _team_row(app, other_id).callbacks_expired == 0
+
+
+def test_the_sweep_works_in_batches(app, client):
+    """More to expire than one batch holds: the sweep repeats until the team is within bounds."""
+    from webapp.services import callbacks
+
+    team_id, token = _team(app)
+    app.config["CALLBACK_PRUNE_EVERY"] = 10**9
+    for number in range(9):
+        client.post(f"/callbacks/multitel/{team_id}/{token}", data={"uniqueid": f"b{number}"})
+    with app.app_context():
+        assert callbacks.prune_team(team_id, limit=2, batch=3) == 3  # one batch, oldest first
+        assert [r.unique_id for r in _callbacks(app, team_id)][0] == "b3"
+        original = callbacks.PRUNE_BATCH
+        callbacks.PRUNE_BATCH = 2
+        try:
+            assert callbacks.prune_orphans(limit=2) == {team_id: 4}
+        finally:
+            callbacks.PRUNE_BATCH = original
+    assert [row.unique_id for row in _callbacks(app, team_id)] == ["b7", "b8"]
+    assert _team_row(app, team_id).callbacks_expired == 7
+
+
+def test_a_flood_is_cut_back_as_it_arrives(app, client):
+    """Between sweeps, every CALLBACK_PRUNE_EVERY-th row prunes its team: 60 callbacks never pass limit + every."""
+    app.config.update(CALLBACK_ORPHAN_LIMIT=5, CALLBACK_PRUNE_EVERY=4)
+    team_id, token = _team(app)
+    most = 0
+    for number in range(60):
+        client.post(f"/callbacks/multitel/{team_id}/{token}", data={"uniqueid": f"f{number}", "status": "sent"})
+        most = max(most, _count(app, ProviderCallback, team_id))
+    kept = _callbacks(app, team_id)
+    assert most <= 5 + 4 - 1
+    assert kept[-1].unique_id == "f59"
+    assert _team_row(app, team_id).callbacks_expired == 60 - len(kept)
+
+
+def test_a_callback_costs_two_statements(app, client):
+    """Storing a callback is the token lookup and one INSERT (then the commit): the path stays cheap."""
+    team_id, token = _team(app)
+    app.config["CALLBACK_PRUNE_EVERY"] = 10**9
+    statements = []
+    with app.app_context():
+        engine = db.engine
+    listener = lambda conn, cursor, statement, *args: statements.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        client.post(f"/callbacks/multitel/{team_id}/{token}", data={"uniqueid": "s1", "status": "sent"})
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert [s.split()[0].upper() for s in statements] == ["SELECT", "INSERT"], statements
+
+
+def test_store_status_callback_is_a_plain_service(app):
+    """The service stores what it is given without a request, and says what the parser read."""
+    from webapp.services.callbacks import store_status_callback
+
+    team_id, _ = _team(app)
+    with app.app_context():
+        stored = store_status_callback(team_id, "application/json", "reference=r-7",
+                                       b'{"uniqueid": "svc-1", "status": "UNDELIV", "causecode": "1"}')
+        assert stored.parsed.unique_id == "svc-1" and stored.parsed.state == "failed"
+        assert store_status_callback(team_id, None, "", b"") is None
+    [row] = _callbacks(app, team_id)
+    assert (row.id, row.reference, row.cause_code) == (stored.id, "r-7", "1")
+
+
+def test_inbound_stop_through_the_service_opts_the_sender_out(app, client):
+    """The inbound webhook still records the message and opts a STOP sender out, through the service."""
+    from webapp.services.optouts import is_suppressed
+
+    with app.app_context():
+        team = make_team("Inbound")
+        team_id, inbound_token = team.id, team.inbound_token
+    response = client.post(f"/callbacks/inbound/{team_id}/{inbound_token}",
+                           data={"from": "+14155550123", "text": "Stop please"})
+    assert response.status_code == 200
+    with app.app_context():
+        assert is_suppressed(team_id, "+14155550123")
+    assert _count(app, InboundMessage, team_id) == 1
+    too_big = client.post(f"/callbacks/inbound/{team_id}/{inbound_token}", data="text=" + "x" * (32 * 1024),
+                          content_type="application/x-www-form-urlencoded")
+    assert too_big.status_code == 413 and _count(app, InboundMessage, team_id) == 1
