@@ -222,58 +222,51 @@ def summarize(campaign: Campaign, progress: Callable[[int], None] | None = None)
     valid = _E164.fullmatch
     ucs2_encoding = segments.Encoding.UCS2
 
-    for position, list_id in enumerate(setup.list_ids):
-        remember = position < len(setup.list_ids) - 1  # the last list's numbers are never met again
-        result = db.session.execute(
-            select(Contact.id, Contact.phone, Contact.region, Contact.number_type, Contact.attributes)
-            .where(Contact.list_id == list_id)
-            .execution_options(yield_per=PROGRESS_EVERY)
-        )
-        for batch in result.partitions():
-            for contact_id, phone, region, number_type, attributes in batch:
-                if phone in seen:
-                    excluded[Exclusion.DUPLICATE] += 1
-                    continue
-                if remember:
-                    seen.add(phone)
-                if phone in suppressed:
-                    excluded[Exclusion.OPTED_OUT] += 1
-                    continue
-                if number_type == "fixed_line":
-                    excluded[Exclusion.LANDLINE] += 1
-                    continue
-                if not valid(phone):
-                    excluded[Exclusion.INVALID] += 1
-                    continue
-                attributes = attributes or {}
-                text = render(attributes, phone)
-                if footer:  # with_footer(), inlined: this loop runs once per recipient
-                    text = f"{text}\n{footer}" if text else footer
-                measurement = measure(text)
-                parts = measurement.parts
-                histogram[parts] += 1
-                region_parts[region] += parts
-                region_recipients[region] += 1
-                if parts > worst_parts:
-                    worst_parts, worst_text = parts, text
-                if no_fallback:
-                    missing_here = False
-                    for name in no_fallback:
-                        value = attributes.get(name)
-                        if value is None or not str(value).strip():
-                            missing_by_field[name] += 1
-                            missing_here = True
-                    missing_contacts += missing_here
-                if measurement.encoding is ucs2_encoding:
-                    ucs2 += 1
-                    culprits = _data_culprits(attributes, used_fields)
-                    if culprits:
-                        data_ucs2 += 1
-                        if len(data_ucs2_sample) < SAMPLE_LIMIT:
-                            data_ucs2_sample.append({"contact_id": contact_id, "phone": phone, "chars": culprits})
-            read += len(batch)
-            if progress is not None:
-                progress(read)
+    for batch in _batches(setup.list_ids):
+        for contact_id, phone, region, number_type, attributes, remember in batch:
+            if phone in seen:
+                excluded[Exclusion.DUPLICATE] += 1
+                continue
+            if remember:
+                seen.add(phone)
+            if phone in suppressed:
+                excluded[Exclusion.OPTED_OUT] += 1
+                continue
+            if number_type == "fixed_line":
+                excluded[Exclusion.LANDLINE] += 1
+                continue
+            if not valid(phone):
+                excluded[Exclusion.INVALID] += 1
+                continue
+            attributes = attributes or {}
+            text = render(attributes, phone)
+            if footer:  # with_footer(), inlined: this loop runs once per recipient
+                text = f"{text}\n{footer}" if text else footer
+            measurement = measure(text)
+            parts = measurement.parts
+            histogram[parts] += 1
+            region_parts[region] += parts
+            region_recipients[region] += 1
+            if parts > worst_parts:
+                worst_parts, worst_text = parts, text
+            if no_fallback:
+                missing_here = False
+                for name in no_fallback:
+                    value = attributes.get(name)
+                    if value is None or not str(value).strip():
+                        missing_by_field[name] += 1
+                        missing_here = True
+                missing_contacts += missing_here
+            if measurement.encoding is ucs2_encoding:
+                ucs2 += 1
+                culprits = _data_culprits(attributes, used_fields)
+                if culprits:
+                    data_ucs2 += 1
+                    if len(data_ucs2_sample) < SAMPLE_LIMIT:
+                        data_ucs2_sample.append({"contact_id": contact_id, "phone": phone, "chars": culprits})
+        read += len(batch)
+        if progress is not None:
+            progress(read)
 
     recipients = sum(histogram.values())
     total_parts = sum(region_parts.values())
@@ -319,6 +312,53 @@ def summarize(campaign: Campaign, progress: Callable[[int], None] | None = None)
         "footer": footer,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _batches(list_ids: list[int]):
+    """The audience's contacts, list by list in campaign order, streamed in batches of PROGRESS_EVERY rows:
+    (id, phone, region, number_type, attributes, remember) where remember is False in the last list,
+    whose numbers can't be met again."""
+    for position, list_id in enumerate(list_ids):
+        remember = position < len(list_ids) - 1
+        result = db.session.execute(
+            select(Contact.id, Contact.phone, Contact.region, Contact.number_type, Contact.attributes)
+            .where(Contact.list_id == list_id).order_by(Contact.id)
+            .execution_options(yield_per=PROGRESS_EVERY)
+        )
+        for batch in result.partitions():
+            yield [(*row, remember) for row in batch]
+
+
+@dataclass(frozen=True)
+class RecipientMessage:
+    """One recipient's message as it will be sent, with its estimate."""
+
+    contact_id: int
+    phone: str
+    region: str | None
+    text: str
+    encoding: segments.Encoding
+    parts: int
+    cost: Decimal
+
+
+def recipient_messages(campaign: Campaign):
+    """Every message the draft would send, in send order, with the same exclusions and estimates as the summary."""
+    setup = _setup(campaign)
+    suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == campaign.team_id)))
+    seen: set[str] = set()
+    for batch in _batches(setup.list_ids):
+        for contact_id, phone, region, number_type, attributes, remember in batch:
+            if phone in seen:
+                continue
+            if remember:
+                seen.add(phone)
+            if _exclusion(phone, number_type, suppressed, False) is not None:
+                continue
+            text = with_footer(setup.template.render(attributes or {}, phone), setup.footer)
+            measurement = segments.measure(text)
+            parts, cost = setup.prices.estimate(measurement.parts, region, setup.is_mms)
+            yield RecipientMessage(contact_id, phone, region, text, measurement.encoding, parts, cost)
 
 
 def _data_culprits(attributes: dict, fields: list[str]) -> str:

@@ -8,10 +8,11 @@ from webapp.encryption import DecryptionError, encrypt
 from webapp.extensions import db
 from webapp.models import SenderNumber, Team
 from webapp.provider import multitel
+from webapp.services import compose
 from webapp.services.phones import Rejection, normalize
 from webapp.services.teams import inbound_url, team_credentials
 from webapp.web.access import admin_required, team_get_or_404
-from webapp.web.forms import COUNTRY_CHOICES, ProviderSettingsForm, SenderNumberForm
+from webapp.web.forms import COUNTRY_CHOICES, MessageSettingsForm, ProviderSettingsForm, SenderNumberForm
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -21,13 +22,20 @@ def _provider_form(team: Team) -> ProviderSettingsForm:
     return form
 
 
-def _render(provider_form=None, sender_form=None, status=200):
+def _message_form(team: Team) -> MessageSettingsForm:
+    return MessageSettingsForm(optout_footer=team.optout_footer, test_numbers="\n".join(team.test_numbers or []),
+                               mms_price=team.mms_price,
+                               country_prices=compose.format_country_prices(team.country_prices))
+
+
+def _render(provider_form=None, sender_form=None, status=200, message_form=None):
     team = current_user.team
     return render_template(
         "settings/index.html",
         team=team,
         provider_form=provider_form or _provider_form(team),
         sender_form=sender_form or SenderNumberForm(),
+        message_form=message_form or _message_form(team),
         has_password=bool(team.api_password_encrypted),
         inbound_url=inbound_url(team),
     ), status
@@ -114,3 +122,22 @@ def test_connection():
         else:
             check = multitel.check_connection(current_app.config["MULTITEL_API_URL"], credentials)
     return render_template("settings/_connection.html", check=check)
+
+@bp.post("/messages")
+@login_required
+@admin_required
+def update_messages():
+    """Save the opt-out footer, test numbers, MMS price and country prices (all or nothing)."""
+    team = current_user.team
+    form = MessageSettingsForm()
+    if form.validate():
+        try:
+            compose.update_message_settings(team, footer=form.optout_footer.data, test_numbers=form.test_numbers.data,
+                                            mms_price=form.mms_price.data, country_prices=form.country_prices.data)
+        except compose.ComposeProblem as problem:
+            form.test_numbers.errors = list(problem.messages)
+        else:
+            flash("Message settings saved.", "success")
+            return redirect(url_for("settings.index"))
+    return _render(message_form=form, status=400)
+
