@@ -223,6 +223,48 @@ def sending_problem(campaign: Campaign) -> str | None:
     return None
 
 
+def unconfirmed(campaign_id: int, now: datetime | None = None):
+    """A SELECT of the campaign's UNKNOWN messages past the grace period and not resent yet."""
+    limit = (now or utcnow()) - timedelta(seconds=current_app.config["UNCONFIRMED_GRACE_SECONDS"])
+    return select(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.UNKNOWN,
+                                 Message.resent.is_(False), Message.sent_at <= limit)
+
+
+def resend_unconfirmed(campaign_id: int, user_id: int | None, now: datetime | None = None) -> int:
+    """A person's explicit, audited choice: send again the messages no callback confirmed.
+
+    Each resend is a new row with its own reference; the original is marked resent, so if its
+    callback arrives after all, the message is counted as sent twice instead of silently.
+    """
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign.status not in (CampaignStatus.SENDING, CampaignStatus.PAUSED, CampaignStatus.COMPLETED):
+        raise CampaignProblem(f"The campaign is {campaign.status}; only a sending, paused or completed campaign "
+                              "can resend unconfirmed messages.")
+    originals = db.session.scalars(unconfirmed(campaign_id, now).with_for_update()).all()
+    if not originals:
+        return 0
+    ids = [original.id for original in originals]
+    marked = db.session.execute(update(Message).where(Message.id.in_(ids), Message.resent.is_(False),
+                                                      Message.status == MessageStatus.UNKNOWN)
+                                .values(resent=True)).rowcount
+    if marked != len(ids):  # another person clicked at the same moment
+        db.session.rollback()
+        raise CampaignProblem("These messages are being resent already. Reload to see the campaign.")
+    for original in originals:
+        db.session.add(Message(
+            team_id=original.team_id, campaign_id=campaign_id, contact_id=original.contact_id, kind=original.kind,
+            phone=original.phone, sender=original.sender, text=original.text, encoding=original.encoding,
+            parts=original.parts, estimated_cost=original.estimated_cost, is_mms=original.is_mms,
+            resend_of_id=original.id))
+    if campaign.status is CampaignStatus.COMPLETED:
+        _move(campaign_id, (CampaignStatus.COMPLETED,), CampaignStatus.SENDING, finished_at=None)
+    audit(campaign_id, user_id, "resent unconfirmed", f"{len(originals)} messages")
+    db.session.commit()
+    if db.session.get(Campaign, campaign_id).status is CampaignStatus.SENDING:
+        enqueue_batches(campaign_id)
+    return len(originals)
+
+
 # --- budget ----------------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 
 from webapp.extensions import db
 from webapp.models import Campaign, CampaignStatus, Message, MessageStatus, SenderNumber, Suppression, Team, utcnow
@@ -50,6 +50,7 @@ from webapp.services.teams import notify_url, team_credentials
 
 logger = logging.getLogger(__name__)
 
+AFTER_ACCEPTED = (MessageStatus.SENDING, MessageStatus.ACCEPTED, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
 LONG_WAIT = 1.0  # seconds: a wait longer than this re-queues the batch instead of sleeping in it
 
 
@@ -326,10 +327,18 @@ def _record(context: _Context, token: str, rows: list, results: list[SendResult]
         values: dict = {"claim_token": None, "claimed_at": None}
         if result.outcome is Outcome.ACCEPTED:
             totals["accepted"] += 1
-            values.update(status=MessageStatus.ACCEPTED, unique_id=result.unique_id, pid=result.pid,
-                          billed_parts=result.parts, billed_cost=result.cost, error=None)
+            # A fast callback may have moved the row on already (webapp.services.delivery): keep its status,
+            # and the billed figures it brought, and add what only the reply carries.
+            values.update(status=case((Message.status == MessageStatus.SENDING, MessageStatus.ACCEPTED),
+                                      else_=Message.status),
+                          unique_id=result.unique_id, pid=result.pid, error=None,
+                          billed_parts=func.coalesce(Message.billed_parts, result.parts),
+                          billed_cost=func.coalesce(Message.billed_cost, result.cost))
             if result.cost is not None:
                 billed_delta += result.cost - row.estimated_cost
+            db.session.execute(update(Message).where(Message.id == row.id, Message.claim_token == token,
+                                                     Message.status.in_(AFTER_ACCEPTED)).values(**values))
+            continue
         elif result.outcome is Outcome.NOT_SENT and row.attempts + 1 < context.settings.max_attempts:
             delay = _backoff(context.settings, row.attempts + 1, result.retry_after)
             values.update(status=MessageStatus.CREATED, attempts=row.attempts + 1, error=result.reason,
