@@ -507,10 +507,14 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> SandboxApp:
 
 
 class SandboxServer:
-    """The sandbox on waitress in a background thread; `url` is the base URL (no /v3)."""
+    """The sandbox on waitress in a background thread; `url` is the base URL (no /v3).
+
+    waitress serves one request per thread, and injected latency sleeps in that thread: 64 threads let
+    64 senders wait on a slow provider at once (8 capped a 100 ms sandbox at 80 sends/s).
+    """
 
     def __init__(
-        self, config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0, threads: int = 8
+        self, config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0, threads: int = 64
     ) -> None:
         self.app = create_sandbox_app(config)
         self.host = host
