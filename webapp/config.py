@@ -65,11 +65,16 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "UPLOAD_FOLDER": _env("UPLOAD_FOLDER", str(instance / "uploads")),
         # How many reverse proxies (TLS terminators) sit in front of the app; 0 trusts no X-Forwarded-*.
         "PROXY_COUNT": int(_env("PROXY_COUNT", "0")),
-        # Login throttling (README.md, "Sign-in limits"): wrong passwords lock one email on one client
+        # Login throttling (README.md, Settings): wrong passwords lock one email on one client
         # address; one address may fail a bounded number of times across all emails; one email takes a
         # bounded number of attempts per minute from browsers it has never signed in on.
         "LOGIN_MAX_FAILURES": int(_env("LOGIN_MAX_FAILURES", "5")),
         "LOGIN_LOCK_SECONDS": int(_env("LOGIN_LOCK_SECONDS", "900")),
+        "LOGIN_CLIENT_MAX_FAILURES": int(_env("LOGIN_CLIENT_MAX_FAILURES", "20")),
+        "LOGIN_EMAIL_ATTEMPTS_PER_MINUTE": int(_env("LOGIN_EMAIL_ATTEMPTS_PER_MINUTE", "10")),
+        # How long a sign-in lasts on the server, without and with "Keep me signed in".
+        "LOGIN_SESSION_HOURS": int(_env("LOGIN_SESSION_HOURS", "12")),
+        "LOGIN_REMEMBER_DAYS": int(_env("LOGIN_REMEMBER_DAYS", "30")),
         # Sending (webapp.services.sending): rows claimed per batch job, POSTs at once per batch, POSTs that
         # are "not sent" before a message fails, backoff (doubling from the base, capped), batch jobs per
         # campaign at once, a team's default rate, a batch job's time limit, how long a POST may be in
@@ -90,11 +95,6 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "CALLBACK_ORPHAN_LIMIT": int(_env("CALLBACK_ORPHAN_LIMIT", "100000")),
         # A callback whose row id is a multiple of this prunes its team on the spot, between sweeps.
         "CALLBACK_PRUNE_EVERY": int(_env("CALLBACK_PRUNE_EVERY", "1000")),
-        "LOGIN_CLIENT_MAX_FAILURES": int(_env("LOGIN_CLIENT_MAX_FAILURES", "20")),
-        "LOGIN_EMAIL_ATTEMPTS_PER_MINUTE": int(_env("LOGIN_EMAIL_ATTEMPTS_PER_MINUTE", "10")),
-        # How long a sign-in lasts on the server, without and with "Keep me signed in".
-        "LOGIN_SESSION_HOURS": int(_env("LOGIN_SESSION_HOURS", "12")),
-        "LOGIN_REMEMBER_DAYS": int(_env("LOGIN_REMEMBER_DAYS", "30")),
         # Field values stored as written (é, not \u00e9), so search finds them on every database.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True,
                                       "json_serializer": partial(json.dumps, ensure_ascii=False)},
