@@ -2,6 +2,7 @@
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user, login_required
+from wtforms.fields.choices import SelectChoice
 
 from webapp.extensions import db
 from webapp.models import Campaign, ContactList, MessageTemplate, SenderNumber
@@ -18,13 +19,15 @@ def _choices(form: CampaignForm) -> None:
                                .order_by(ContactList.name)).all()
     for position, entry in enumerate(form.lists):
         entry.label.text = "First list" if position == 0 else f"List {position + 1}"
-        entry.choices = [(0, "— none —" if position else "— choose a list —"), *((row.id, row.name) for row in lists)]
+        entry.choices = [SelectChoice(0, "— none —" if position else "— choose a list —"),
+                         *(SelectChoice(row.id, row.name) for row in lists)]
     templates = db.session.execute(team_select(MessageTemplate).with_only_columns(
         MessageTemplate.id, MessageTemplate.name).order_by(MessageTemplate.name)).all()
-    form.template_id.choices = [(0, "— an empty message —"), *((row.id, row.name) for row in templates)]
+    form.template_id.choices = [SelectChoice(0, "— an empty message —"),
+                                *(SelectChoice(row.id, row.name) for row in templates)]
     senders = db.session.scalars(team_select(SenderNumber).order_by(SenderNumber.id)).all()
-    form.sender_number_id.choices = [(0, "— choose a sender —"),
-                                     *((s.id, f"{s.number} {s.label}".strip()) for s in senders)]
+    form.sender_number_id.choices = [SelectChoice(0, "— choose a sender —"),
+                                     *(SelectChoice(s.id, f"{s.number} {s.label}".strip()) for s in senders)]
 
 
 def _list_ids(form: CampaignForm) -> list[int]:

@@ -179,8 +179,8 @@ class ComposerForm(FlaskForm):
     sample_list = SelectField("Sample list", coerce=int, validate_choice=False, default=0)
     sample_contact = SelectField("Sample contact", coerce=int, validate_choice=False, default=0)
     shown_list = IntegerField(widget=HiddenInput(), validators=[Optional()])
-    footer = RadioField("Opt-out footer", choices=[("on", "Append the team's opt-out footer"),
-                                                   ("off", "Leave the footer off")], default="on")
+    footer = RadioField("Opt-out footer", choices=[SelectChoice("on", "Append the team's opt-out footer"),
+                                                   SelectChoice("off", "Leave the footer off")], default="on")
     campaign_id = IntegerField(widget=HiddenInput(), validators=[Optional()])
 
 
@@ -190,8 +190,9 @@ class CampaignForm(FlaskForm):
     template_id = SelectField("Start from template", coerce=int, validate_choice=False, default=0)
     sender_number_id = SelectField("Sender number", coerce=int, validate_choice=False, default=0)
     body = TextAreaField("Message")
-    footer = RadioField("Opt-out footer", choices=[("on", "Append the team's opt-out footer (recommended)"),
-                                                   ("off", "Leave the footer off for this campaign")], default="on")
+    footer = RadioField("Opt-out footer", choices=[SelectChoice("on", "Append the team's opt-out footer (recommended)"),
+                                                   SelectChoice("off", "Leave the footer off for this campaign")],
+                        default="on")
 
 
 class CampaignImageForm(FlaskForm):

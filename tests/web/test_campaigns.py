@@ -1,0 +1,191 @@
+"""Campaign draft pages: create, edit, footer choice, image, preview, summary, test send, settings."""
+
+import io
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import run_jobs
+from tests.factories import make_contact, make_list, make_sender, make_team, make_template, make_user
+from tests.services.test_campaigns import png_bytes
+from webapp.encryption import encrypt
+from webapp.extensions import db
+from webapp.models import Campaign, Message, MessageKind, Role, Team
+
+NO_LISTS = {f"lists-{i}": "0" for i in range(5)}
+
+
+@pytest.fixture
+def setup(app, auth):
+    """An admin of a team with two lists, a template, a sender and sandbox credentials."""
+    with app.app_context():
+        team = make_team("Acme")
+        make_user(team, Role.ADMIN, "admin@example.com")
+        first, second = make_list(team, "Spring"), make_list(team, "Autumn")
+        make_contact(first, "+14155550001", first_name="Ana")
+        make_contact(first, "+14155550002", number_type="fixed_line", first_name="Desk")
+        make_contact(second, "+14155550001", first_name="Ana again")
+        make_contact(second, "+14155550003", first_name="Zoé 😀")
+        template = make_template(team, "Welcome", body="Hi {{ first_name }}")
+        sender = make_sender(team)
+        team.api_username, team.api_password_encrypted = "sandbox", encrypt("sandbox")
+        team.test_numbers = ["+14155550901"]
+        db.session.commit()
+        ids = {"team": team.id, "first": first.id, "second": second.id, "template": template.id, "sender": sender.id}
+    auth.login("admin@example.com")
+    return ids
+
+
+def create(client, setup, **fields):
+    data = {"name": "Spring sale", **NO_LISTS, "lists-0": setup["first"], "lists-1": setup["second"],
+            "template_id": setup["template"], "sender_number_id": setup["sender"], "footer": "on", **fields}
+    response = client.post("/campaigns/", data=data)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return int(response.headers["Location"].rstrip("/").split("/")[-1])
+
+
+def save(client, campaign_id, setup, **fields):
+    data = {"name": "Spring sale", **NO_LISTS, "lists-0": setup["first"], "lists-1": setup["second"],
+            "sender_number_id": setup["sender"], "body": "Hi {{ first_name }}", "footer": "on", **fields}
+    return client.post(f"/campaigns/{campaign_id}", data=data)
+
+
+def test_a_new_draft_copies_the_template_and_opens_the_composer(app, client, setup):
+    """The draft has the template's text, its lists in order, and the composer with counts."""
+    campaign_id = create(client, setup)
+    page = client.get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    assert "Hi {{ first_name }}</textarea>" in page and 'id="counts"' in page
+    assert 'hx-trigger="input changed delay:300ms, change"' in page
+    with app.app_context():
+        campaign = db.session.get(Campaign, campaign_id)
+        assert campaign.list_ids == [setup["first"], setup["second"]] and campaign.include_footer
+
+
+def test_leaving_the_footer_off_is_recorded_and_shown(app, client, setup):
+    """Choosing 'leave the footer off' is saved on the campaign and said on its page."""
+    campaign_id = create(client, setup)
+    assert save(client, campaign_id, setup, footer="off").status_code == 302
+    with app.app_context():
+        assert db.session.get(Campaign, campaign_id).include_footer is False
+    page = client.get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    assert 'id="footer-off"' in page and "Reply STOP to opt out" not in page.split('id="preview-text"')[1][:300]
+
+
+def test_a_refused_body_is_not_saved(app, client, setup):
+    """Saving {% for %} answers 400 with the location; the stored body is unchanged."""
+    campaign_id = create(client, setup)
+    response = save(client, campaign_id, setup, body="{% for x in y %}")
+    assert response.status_code == 400 and "Line 1, column 1" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Campaign, campaign_id).body == "Hi {{ first_name }}"
+
+
+def test_an_image_is_checked_previewed_and_removed(app, client, setup):
+    """A PNG makes the draft an MMS and is served back; a renamed text file is refused by its content."""
+    campaign_id = create(client, setup)
+    response = client.post(f"/campaigns/{campaign_id}/image",
+                           data={"image": (io.BytesIO(b"not an image"), "photo.png")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 400 and "JPEG or PNG" in response.get_data(as_text=True)
+    client.post(f"/campaigns/{campaign_id}/image", data={"image": (io.BytesIO(png_bytes()), "photo.png")},
+                content_type="multipart/form-data")
+    page = client.get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    assert 'class="mms-image"' in page and 'id="count-parts">1<' in page and "An MMS" in page
+    image = client.get(f"/campaigns/{campaign_id}/image")
+    assert image.status_code == 200 and image.mimetype == "image/png" and image.data == png_bytes()
+    client.post(f"/campaigns/{campaign_id}/image/delete")
+    assert client.get(f"/campaigns/{campaign_id}/image").status_code == 404
+
+
+def test_the_image_cap_is_configurable(app, client, setup):
+    """MMS_MAX_BYTES caps the image before encoding."""
+    app.config["MMS_MAX_BYTES"] = 1024
+    campaign_id = create(client, setup)
+    response = client.post(f"/campaigns/{campaign_id}/image",
+                           data={"image": (io.BytesIO(png_bytes(4096)), "big.png")}, content_type="multipart/form-data")
+    assert response.status_code == 400 and "the limit is 1 KB" in response.get_data(as_text=True)
+
+
+def test_the_preview_pages_through_rendered_messages_with_exclusions(client, setup):
+    """Each row is the recipient's own text; the landline and the duplicate say why they are not sent."""
+    campaign_id = create(client, setup)
+    page = client.get(f"/campaigns/{campaign_id}/preview").get_data(as_text=True)
+    assert "Hi Ana\nReply STOP to opt out" in page
+    assert "not sent: landline" in page and "not sent: duplicate" in page
+    assert "their data forces UCS-2" in page and "Page 1 of 1 · 4 contacts" in page
+
+
+def test_a_small_summary_is_shown_at_once(client, setup):
+    """Recipients, exclusions with reasons and cost, without a job."""
+    campaign_id = create(client, setup)
+    page = client.post(f"/campaigns/{campaign_id}/summary").get_data(as_text=True)
+    assert 'id="summary-recipients">2<' in page and 'id="summary-excluded">2<' in page
+    assert 'id="summary-ucs2">1<' in page and "hx-trigger" not in page
+    assert 'id="summary-data-ucs2"' in page and "+14155550003" in page
+
+
+def test_a_big_summary_polls_until_its_job_is_done(app, client, setup):
+    """Over the inline limit the fragment polls; once the job ran it shows the figures and stops polling."""
+    app.config["AUDIENCE_INLINE_LIMIT"] = 1
+    campaign_id = create(client, setup)
+    queued = client.post(f"/campaigns/{campaign_id}/summary").get_data(as_text=True)
+    assert 'hx-trigger="every 1s"' in queued and 'role="progressbar"' in queued
+    run_jobs(app)
+    done = client.get(f"/campaigns/{campaign_id}/summary").get_data(as_text=True)
+    assert 'id="summary-recipients">2<' in done and "hx-trigger" not in done
+    save(client, campaign_id, setup, body="Changed")
+    assert 'id="summary-stale"' in client.get(f"/campaigns/{campaign_id}/summary").get_data(as_text=True)
+
+
+def test_a_test_send_shows_the_outcome_inline(app, client, setup, sandbox):
+    """Accepted with the provider's id, parts and cost, stored as a test Message with a reference."""
+    campaign_id = create(client, setup)
+    page = client.post(f"/campaigns/{campaign_id}/test-send", data={"sample_contact": "0",
+                                                                      "sample_values": "first_name: Tess"}
+                       ).get_data(as_text=True)
+    assert 'badge-ok">accepted' in page
+    with app.app_context():
+        message = db.session.scalar(select(Message))
+        assert message.kind is MessageKind.TEST and message.text.startswith("Hi Tess")
+        assert message.reference and message.unique_id in page
+
+
+def test_a_test_send_without_numbers_says_so(app, client, setup):
+    """No test numbers: the reason, not an error page."""
+    with app.app_context():
+        db.session.get(Team, setup["team"]).test_numbers = []
+        db.session.commit()
+    campaign_id = create(client, setup)
+    page = client.post(f"/campaigns/{campaign_id}/test-send", data={"sample_contact": "0"}).get_data(as_text=True)
+    assert "Add test numbers in Settings first." in page
+
+
+def test_message_settings_are_saved_together_or_not_at_all(app, client, setup):
+    """Footer, test numbers, MMS price and country prices; a bad number refuses the whole form."""
+    response = client.post("/settings/messages", data={"optout_footer": "Text STOP to end",
+                                                       "test_numbers": "+1 415 555 0123\n(415) 555-0124",
+                                                       "mms_price": "0.07", "country_prices": "gb 0.04\nFR: 0.05"})
+    assert response.status_code == 302
+    with app.app_context():
+        team = db.session.get(Team, setup["team"])
+        assert team.optout_footer == "Text STOP to end"
+        assert team.test_numbers == ["+14155550123", "+14155550124"]
+        assert str(team.mms_price).startswith("0.07") and team.country_prices == {"GB": "0.04", "FR": "0.05"}
+    response = client.post("/settings/messages", data={"optout_footer": "x", "test_numbers": "555-1234",
+                                                       "mms_price": "0.07", "country_prices": ""})
+    assert response.status_code == 400 and "Test number “555-1234”" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Team, setup["team"]).optout_footer == "Text STOP to end"
+
+
+def test_another_teams_campaign_is_not_found(app, client, setup):
+    """Every campaign route answers 404 for another team's draft."""
+    with app.app_context():
+        other = make_team("Other")
+        foreign = Campaign(team_id=other.id, name="Theirs")
+        db.session.add(foreign)
+        db.session.commit()
+        foreign_id = foreign.id
+    for path in ("", "/preview", "/summary", "/image"):
+        assert client.get(f"/campaigns/{foreign_id}{path}").status_code == 404
+    assert client.post(f"/campaigns/{foreign_id}/test-send").status_code == 404
