@@ -190,6 +190,8 @@ class ProviderCallback(db.Model):
     state: Mapped[DeliveryState] = mapped_column(enum_column(DeliveryState))
     raw_status: Mapped[str | None] = mapped_column(String(100))
     cause_code: Mapped[str | None] = mapped_column(String(100))
+    # The message it was applied to (webapp.services.delivery); None: an orphan, matched later or expired.
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="SET NULL"), index=True)
 
 
 class ContactList(db.Model):

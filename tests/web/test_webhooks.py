@@ -253,8 +253,8 @@ def test_a_flood_is_cut_back_as_it_arrives(app, client):
     assert _team_row(app, team_id).callbacks_expired == 60 - len(kept)
 
 
-def test_a_callback_costs_two_statements(app, client):
-    """Storing a callback is the token lookup and one INSERT (then the commit): the path stays cheap."""
+def test_a_callback_costs_three_statements(app, client):
+    """An unmatched callback is the token lookup, the message lookup and one INSERT (then the commit)."""
     team_id, token = _team(app)
     app.config["CALLBACK_PRUNE_EVERY"] = 10**9
     statements = []
@@ -266,7 +266,7 @@ def test_a_callback_costs_two_statements(app, client):
         client.post(f"/callbacks/multitel/{team_id}/{token}", data={"uniqueid": "s1", "status": "sent"})
     finally:
         event.remove(engine, "before_cursor_execute", listener)
-    assert [s.split()[0].upper() for s in statements] == ["SELECT", "INSERT"], statements
+    assert [s.split()[0].upper() for s in statements] == ["SELECT", "SELECT", "INSERT"], statements
 
 
 def test_store_status_callback_is_a_plain_service(app):
@@ -299,3 +299,25 @@ def test_inbound_stop_through_the_service_opts_the_sender_out(app, client):
     too_big = client.post(f"/callbacks/inbound/{team_id}/{inbound_token}", data="text=" + "x" * (32 * 1024),
                           content_type="application/x-www-form-urlencoded")
     assert too_big.status_code == 413 and _count(app, InboundMessage, team_id) == 1
+
+
+def test_a_callback_moves_its_message_and_is_kept_as_its_history(app, client):
+    """Matched by our reference: the message becomes delivered and the stored callback points at it,
+    so it never expires as an orphan; a callback for an unknown reference is an orphan matched later."""
+    from tests.factories import make_message
+    from webapp.models import Message, MessageStatus, ProviderCallback, Team
+    from webapp.services.callbacks import rematch_orphans
+
+    team_id, token = _team(app)
+    with app.app_context():
+        message = make_message(db.session.get(Team, team_id), status=MessageStatus.ACCEPTED)
+        reference, message_id = message.reference, message.id
+    client.post(f"/callbacks/multitel/{team_id}/{token}", data={"reference": reference, "status": "DELIVRD"})
+    client.post(f"/callbacks/multitel/{team_id}/{token}", data={"reference": "later-ref", "status": "DELIVRD"})
+    with app.app_context():
+        assert db.session.get(Message, message_id).status is MessageStatus.DELIVERED
+        rows = {row.reference: row.message_id for row in db.session.scalars(select(ProviderCallback))}
+        assert rows == {reference: message_id, "later-ref": None}
+        late = make_message(db.session.get(Team, team_id), status=MessageStatus.UNKNOWN, reference="later-ref")
+        assert rematch_orphans() == 1
+        assert db.session.get(Message, late.id).status is MessageStatus.DELIVERED

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from webapp.extensions import db
 from webapp.models import InboundMessage, ProviderCallback, Team
 from webapp.provider.delivery_reports import ParsedCallback, parse_callback
+from webapp.services.delivery import apply_callback
 from webapp.services.optouts import record_inbound
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,25 @@ def store_status_callback(
     if not body and not query:
         return None  # a bare GET (someone checking the URL) says nothing about any message
     parsed = parse_callback(body, content_type, query)
-    row_id = db.session.execute(
+    try:
+        row_id = _insert(team_id, content_type, query, body, parsed, apply_callback(team_id, parsed))
+    except SQLAlchemyError:  # applying failed: the raw callback is still kept, as an orphan to match later
+        db.session.rollback()
+        logger.exception("applying a callback for team %s failed; kept unmatched", team_id)
+        row_id = _insert(team_id, content_type, query, body, parsed, None)
+    db.session.commit()
+    if row_id % current_app.config["CALLBACK_PRUNE_EVERY"] == 0:
+        try:
+            prune_team(team_id, current_app.config["CALLBACK_ORPHAN_LIMIT"])
+        except SQLAlchemyError:  # the callback is stored; the sweep will prune
+            db.session.rollback()
+            logger.exception("pruning team %s's callbacks failed", team_id)
+    return StoredCallback(row_id, parsed)
+
+
+def _insert(team_id: int, content_type: str | None, query: str, body: bytes, parsed: ParsedCallback,
+            message_id: int | None) -> int:
+    return db.session.execute(
         insert(ProviderCallback)
         .values(
             team_id=team_id,
@@ -80,17 +99,32 @@ def store_status_callback(
             state=parsed.state,
             raw_status=_fit(parsed.raw_status, 100),
             cause_code=_fit(parsed.cause_code, 100),
+            message_id=message_id,
         )
         .returning(ProviderCallback.id)
     ).scalar_one()
+
+
+def rematch_orphans(limit: int = 10_000) -> int:
+    """The periodic sweep: apply unmatched callbacks whose message exists now (newest first); how many matched."""
+    matched = 0
+    orphans = db.session.execute(
+        select(ProviderCallback.id, ProviderCallback.team_id, ProviderCallback.reference, ProviderCallback.unique_id,
+               ProviderCallback.state, ProviderCallback.received_at)
+        .where(ProviderCallback.message_id.is_(None),
+               (ProviderCallback.reference.is_not(None)) | (ProviderCallback.unique_id.is_not(None)))
+        .order_by(ProviderCallback.id.desc()).limit(limit)
+    ).all()
+    for orphan in orphans:
+        parsed = ParsedCallback(unique_id=orphan.unique_id, reference=orphan.reference, state=orphan.state,
+                                raw_status=None, cause_code=None, cost=None, parts=None)
+        message_id = apply_callback(orphan.team_id, parsed, orphan.received_at)
+        if message_id is not None:
+            db.session.execute(update(ProviderCallback).where(ProviderCallback.id == orphan.id)
+                               .values(message_id=message_id))
+            matched += 1
     db.session.commit()
-    if row_id % current_app.config["CALLBACK_PRUNE_EVERY"] == 0:
-        try:
-            prune_team(team_id, current_app.config["CALLBACK_ORPHAN_LIMIT"])
-        except SQLAlchemyError:  # the callback is stored; the sweep will prune
-            db.session.rollback()
-            logger.exception("pruning team %s's callbacks failed", team_id)
-    return StoredCallback(row_id, parsed)
+    return matched
 
 
 def store_inbound_message(team_id: int, content_type: str | None, query: str, body: bytes) -> InboundMessage | None:
@@ -148,8 +182,8 @@ def prune_team(team_id: int, limit: int, batch: int = PRUNE_BATCH) -> int:
 
 
 def _unmatched(team_id: int) -> tuple:
-    """Which of the team's callbacks may expire: all of them until callbacks are matched to messages."""
-    return (ProviderCallback.team_id == team_id,)
+    """Which of the team's callbacks may expire: those no message claimed (a matched one is its history)."""
+    return (ProviderCallback.team_id == team_id, ProviderCallback.message_id.is_(None))
 
 
 def _fit(value: str | None, length: int) -> str | None:
