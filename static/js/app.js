@@ -69,10 +69,10 @@
     if (!response) return;
     var partial = ctx.target && ctx.target !== document.body;
     if (partial && response.raw && response.raw.redirected && isWholePage(ctx.text)) {
-      // Followed a redirect to a whole page (the login page once a session ends): load the current
-      // page again as a page, so the server can send the user where they belong.
+      // The server redirected a fragment request to a whole page (a login page once a session ends):
+      // go there as a page instead of nesting it in the fragment.
       event.preventDefault();
-      window.location.reload();
+      window.location.assign(response.raw.url);
       return;
     }
     if (response.status < 400) hideRequestError();
