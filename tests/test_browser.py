@@ -339,6 +339,20 @@ def test_unavailable_poll_keeps_the_fragment_and_recovers(app, page, live_server
     assert _mains(page) == 1 and page.locator("#import-status").inner_text() == "running"
 
 
+def test_optout_dates_stay_on_one_line_on_a_desktop(app, page):
+    """Beside long notes, the opt-outs "Since" date is one line, not broken at its hyphens."""
+    _seed(app)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    _sign_in(page, "owner@example.com")
+    page.goto("/opt-outs/")
+    lines = page.evaluate("""() => [...document.querySelectorAll('main table tbody tr')].map(row => {
+        const range = document.createRange();
+        range.selectNodeContents(row.cells[3]);
+        return new Set([...range.getClientRects()].map(rect => Math.round(rect.top))).size;
+    })""")
+    assert lines == [1, 1, 1]
+
+
 def test_mapping_preview_keeps_the_phone_column_in_view(app, page, tmp_path):
     """A huge cell before the phone column is cut to a narrow column: the phone column stays on screen."""
     _seed(app)
