@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from tests.conftest import run_jobs
 from tests.factories import make_contact, make_list, make_sender, make_team, make_template, make_user
-from tests.services.test_campaigns import png_bytes
+from tests.services.test_campaign_drafts import png_bytes
 from webapp.encryption import encrypt
 from webapp.extensions import db
 from webapp.models import Campaign, Message, MessageKind, Role, Team

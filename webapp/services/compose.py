@@ -14,7 +14,7 @@ import phonenumbers
 from sqlalchemy import func, select
 
 from webapp.extensions import db
-from webapp.models import Contact, ContactImport, ImportStatus, MessageTemplate, Team, utcnow
+from webapp.models import Contact, ContactImport, ContactList, ImportStatus, MessageTemplate, Team, utcnow
 from webapp.provider import segments
 from webapp.provider.gsm_equivalents import EQUIVALENTS, to_gsm7
 from webapp.services.csvfiles import field_names
@@ -350,3 +350,47 @@ def update_message_settings(team: Team, *, footer: str, test_numbers: str, mms_p
     team.mms_price = mms_price
     team.country_prices = prices
     db.session.commit()
+
+
+# --- the composer's sample contact -----------------------------------------------------------------
+
+SAMPLE_CHOICES = 50
+
+
+@dataclass(frozen=True)
+class ComposerState:
+    """The composer's sample choices and the counts for the chosen contact."""
+
+    lists: list  # the team's lists, (id, name)
+    list_id: int | None  # the list the sample contacts come from
+    contacts: list[Contact]  # the first SAMPLE_CHOICES contacts of that list
+    contact: Contact | None  # the sample the counts are for
+    counts: Counts
+
+
+def composer_state(team: Team, body: str, *, list_id: int | None = None, contact_id: int | None = None,
+                   include_footer: bool = True, is_mms: bool = False,
+                   field_lists: list[int] | None = None) -> ComposerState:
+    """Counts for `body` rendered for the chosen sample contact (the list's first when none is chosen or the
+    choice is not in the list); unknown fields are judged against `field_lists`, else all the team's lists."""
+    lists = db.session.execute(select(ContactList.id, ContactList.name).where(ContactList.team_id == team.id)
+                               .order_by(ContactList.name)).all()
+    if list_id not in {row.id for row in lists}:
+        list_id = lists[0].id if lists else None
+    contacts = []
+    if list_id is not None:
+        contacts = db.session.scalars(select(Contact).where(Contact.team_id == team.id, Contact.list_id == list_id)
+                                      .order_by(Contact.id).limit(SAMPLE_CHOICES)).all()
+    contact = next((c for c in contacts if c.id == contact_id), None)
+    if contact is None and contact_id:
+        contact = db.session.scalar(select(Contact).where(Contact.team_id == team.id, Contact.id == contact_id,
+                                                          Contact.list_id == list_id))
+    if contact is None and contacts:
+        contact = contacts[0]
+    counts = measure_message(
+        team, body,
+        values=contact.attributes if contact else {}, phone=contact.phone if contact else "",
+        region=contact.region if contact else None, include_footer=include_footer, is_mms=is_mms,
+        known=known_fields(team.id, field_lists or None),
+    )
+    return ComposerState(list(lists), list_id, list(contacts), contact, counts)

@@ -9,8 +9,20 @@ def init_app(app: Flask) -> None:
     from webapp.web import security
 
     security.init_app(app)  # first, so every response gets the headers
-    from webapp.web import access, auth, contacts, dashboard, health, imports, optouts, settings, users, webhooks
-    from webapp.web import campaigns, compose
+    from webapp.web import (
+        access,
+        auth,
+        campaigns,
+        compose,
+        contacts,
+        dashboard,
+        health,
+        imports,
+        optouts,
+        settings,
+        users,
+        webhooks,
+    )
 
     app.before_request(access.refuse_viewer_changes)
     for module in (auth, contacts, dashboard, health, imports, optouts, settings, users, webhooks):
