@@ -15,6 +15,7 @@ def import_contacts(import_id: int) -> None:
 
 @with_app
 def import_stopped(job, connection, error_type, value, traceback) -> None:
-    """RQ's failure callback, also called for a job whose worker was killed: make the import say so."""
+    """RQ's failure callback (the job raised or timed out): make the import say so. A work horse killed
+    with SIGKILL runs no callback; webapp.services.imports.sweep_dead_imports finds those."""
     importer.mark_stopped(job.args[0], "The worker stopped during the import (it was killed or ran out of "
                                        "time). Contacts committed before are kept and counted.")

@@ -87,6 +87,9 @@ def _register_template_helpers(app: Flask) -> None:
         return config["MULTITEL_API_URL"] == config["SANDBOX_URL"]
 
     app.jinja_env.globals.update(nav_items=nav_items, on_sandbox=on_sandbox)
+    from webapp.services.phones import number_type_label
+
+    app.jinja_env.filters["number_type"] = number_type_label  # "landline", not "fixed_line"
 
 
 def _owner_only_database_file(database: str | None) -> None:

@@ -271,3 +271,9 @@ def test_number_types_in_plain_words():
     assert number_type_label("fixed_line") == "landline"
     assert number_type_label("mobile") == "mobile"
     assert number_type_label("something_new") == "something new"
+
+
+def test_pages_have_the_number_type_filter(app):
+    """Templates write `number | number_type` and show words, never "fixed line or mobile"."""
+    template = app.jinja_env.from_string("{{ 'fixed_line_or_mobile' | number_type }} / {{ 'fixed_line'|number_type }}")
+    assert template.render() == "mobile or landline (the number doesn&#39;t say which) / landline"
