@@ -5,15 +5,26 @@ answer 404 to a user of another team, a viewer can change nothing, and nothing i
 visitors except the few public endpoints listed here.
 """
 
-import itertools
 import tempfile
 
 import pytest
 
-from tests.factories import make_team, make_user
+from tests.factories import (
+    PNG_1X1,
+    make_campaign,
+    make_contact,
+    make_import,
+    make_list,
+    make_sender,
+    make_suppression,
+    make_team,
+    make_template,
+    make_user,
+)
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import Role
+from webapp.web.access import SELF_SERVICE_ENDPOINTS
 
 # Reached without a session: login, health, static files, and the provider's webhooks (which
 # authenticate with the team's unguessable token instead).
@@ -22,58 +33,29 @@ CHANGE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def _id_factories():
-    """One maker per URL argument: each makes a row of the given team and returns its id."""
-    from webapp import models
-
-    names = itertools.count(1)
-
-    def contact_list(team):
-        row = models.ContactList(team_id=team.id, name=f"List {next(names)}")
-        db.session.add(row)
-        db.session.flush()
-        return row
-
-    def contact(team):
-        row = models.Contact(team_id=team.id, list_id=contact_list(team).id, phone="+14155550100")
-        db.session.add(row)
-        return row
-
-    def contact_import(team):
-        row = models.ContactImport(team_id=team.id, filename="x.csv", stored_name="missing.csv")
-        db.session.add(row)
-        return row
-
-    def suppression(team):
-        row = models.Suppression(team_id=team.id, phone="+14155550199", source="manual")
-        db.session.add(row)
-        return row
-
-    def sender(team):
-        row = models.SenderNumber(team_id=team.id, number="+14155550111")
-        db.session.add(row)
-        return row
-
-    def user(team):
-        return make_user(team, Role.EDITOR)
-
+    """One maker per URL argument: each makes a row of the given team (tests/factories.py) and returns it."""
     return {
-        "user_id": user,
-        "list_id": contact_list,
-        "contact_id": contact,
-        "import_id": contact_import,
-        "suppression_id": suppression,
-        "sender_id": sender,
+        "user_id": lambda team: make_user(team, Role.EDITOR),
+        "list_id": make_list,
+        "contact_id": lambda team: make_contact(make_list(team)),
+        "import_id": make_import,
+        "suppression_id": lambda team: make_suppression(team, "+14155550199"),
+        "sender_id": make_sender,
+        "template_id": make_template,
+        "campaign_id": lambda team: make_campaign(team, [make_list(team)], image=PNG_1X1),
     }
 
 
 def _rules():
-    app = create_app({"INSTANCE_PATH": tempfile.mkdtemp(), "SECRET_KEY": "x" * 40, "TESTING": True})
+    app = create_app({"INSTANCE_PATH": tempfile.mkdtemp(), "SECRET_KEY": "url-map-walk-" + "k3y" * 10, "TESTING": True})
     return sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule)
 
 
 ALL_RULES = [rule for rule in _rules() if rule.endpoint not in PUBLIC_ENDPOINTS]
 ID_RULES = [rule for rule in ALL_RULES if rule.arguments]
-CHANGE_RULES = [rule for rule in ALL_RULES if rule.methods & CHANGE_METHODS and rule.endpoint != "auth.logout"]
+# A viewer may still sign itself out and change its own password.
+CHANGE_RULES = [rule for rule in ALL_RULES
+                if rule.methods & CHANGE_METHODS and rule.endpoint not in SELF_SERVICE_ENDPOINTS]
 
 
 def _ids_of(team) -> dict[str, int]:
@@ -88,7 +70,7 @@ def _ids_of(team) -> dict[str, int]:
 
 def _url(rule, ids) -> str:
     missing = set(rule.arguments) - set(ids)
-    assert not missing, f"{rule.rule}: add a factory for {missing} to tests/test_access.py"
+    assert not missing, f"{rule.rule}: add a factory for {missing} to _id_factories in tests/web/test_access.py"
     return rule.build(ids, append_unknown=False)[1]
 
 
