@@ -110,14 +110,24 @@ def make_template(team: Team, name: str | None = None, body: str = "Hi {{ first_
 
 
 def make_campaign(team: Team, lists: list[ContactList] = (), body: str = "Hi {{ first_name }}!",
-                  name: str | None = None, sender: SenderNumber | None = None, include_footer: bool = True):
-    """A draft to these lists, in this order."""
-    from webapp.models import Campaign, CampaignList
+                  name: str | None = None, sender: SenderNumber | None = None, include_footer: bool = True,
+                  image: bytes | None = None):
+    """A draft to these lists, in this order; with `image` (JPEG or PNG bytes) stored, an MMS."""
+    from flask import current_app
 
-    campaign = Campaign(team_id=team.id, name=name or f"Campaign {next(_sequence)}", body=body,
-                        sender_number_id=sender.id if sender else None, include_footer=include_footer,
-                        audience=[CampaignList(list_id=item.id, position=i) for i, item in enumerate(lists)])
-    return _saved(campaign)
+    from webapp.models import Campaign, CampaignList
+    from webapp.services.campaigns import store_image
+
+    campaign = _saved(Campaign(team_id=team.id, name=name or f"Campaign {next(_sequence)}", body=body,
+                               sender_number_id=sender.id if sender else None, include_footer=include_footer,
+                               audience=[CampaignList(list_id=item.id, position=i) for i, item in enumerate(lists)]))
+    if image is not None:
+        store_image(campaign, image, "image.png", current_app.config["UPLOAD_FOLDER"], len(image))
+    return campaign
+
+
+PNG_1X1 = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c49444154789c63f8"
+                        "ffff3f0005fe02fea7d6a4560000000049454e44ae426082")
 
 
 def make_message(team: Team, phone: str = "+14155550123", text: str = "Hi", campaign=None, **fields):
