@@ -21,7 +21,7 @@ from webapp.extensions import db
 from webapp.models import MessageKind, MessageStatus
 from webapp.provider import multitel
 from webapp.provider.segments import Encoding
-from webapp.services import audience, campaigns
+from webapp.services import audience, campaign_states, campaigns
 from webapp.services.teams import notify_url, team_credentials
 
 FOOTER = "\nReply STOP to opt out"  # 22 characters after the rendered text
@@ -57,9 +57,13 @@ def test_a_draft_copies_the_template_and_launch_freezes_the_text(team):
     db.session.commit()
     assert draft.body == "Hi {{ first_name }}"
 
-    campaigns.freeze(draft)
-    team.optout_footer = "Text END to stop"
+    draft.sender_number_id = make_sender(team).id
     db.session.commit()
+    campaign_states.launch(draft.id, None)
+    team.optout_footer = "Text END to stop"
+    draft.body = "Edited after launch"
+    db.session.commit()
+    db.session.refresh(draft)
     assert campaigns.message_body(draft) == ("Hi {{ first_name }}", "Reply STOP to opt out")
     assert draft.frozen_text == "Hi {{ first_name }}" and draft.launched_at is not None
 

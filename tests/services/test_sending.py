@@ -12,10 +12,19 @@ import pytest
 import requests
 from sqlalchemy import func, select, update
 
-from tests.factories import make_campaign, make_contact, make_list, make_sender, make_suppression, make_team, make_user
+from tests.factories import (
+    make_campaign,
+    make_contact,
+    make_list,
+    make_message,
+    make_sender,
+    make_suppression,
+    make_team,
+    make_user,
+)
 from webapp.encryption import encrypt
 from webapp.extensions import db
-from webapp.models import AuditEntry, Campaign, CampaignStatus, ContactList, Message, MessageStatus, Team
+from webapp.models import AuditEntry, Campaign, CampaignStatus, ContactList, Message, MessageKind, MessageStatus, Team
 from webapp.provider.multitel import Credentials, MultitelClient
 from webapp.services import campaign_states, recipients, sending
 from webapp.services.ratelimit import RateLimiter
@@ -284,3 +293,21 @@ def _redis():
     from webapp.queues import redis_connection
 
     return redis_connection()
+
+
+def test_the_frequency_cap_holds_out_recipients_messaged_recently(app, sandbox):
+    """With a 24-hour cap, a number sent a campaign message an hour ago is left out and counted."""
+    team_id, user_id, campaign_id = _team_on_sandbox(app, sandbox, contacts=4)
+    with app.app_context():
+        team = db.session.get(Team, team_id)
+        team.frequency_cap_hours = 24
+        db.session.commit()
+        make_message(team, phone="+14155550001", kind=MessageKind.CAMPAIGN, status=MessageStatus.DELIVERED,
+                     sent_at=sending.now_utc() - timedelta(hours=1))
+        make_message(team, phone="+14155550002", kind=MessageKind.CAMPAIGN, status=MessageStatus.DELIVERED,
+                     sent_at=sending.now_utc() - timedelta(hours=30))
+        campaign_states.launch(campaign_id, user_id)
+        recipients.freeze(campaign_id)
+        campaign = db.session.get(Campaign, campaign_id)
+        assert campaign.exclusions == {"frequency_cap": 1}
+        assert campaign.recipients == 3

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -30,18 +31,25 @@ from webapp.models import (
     CampaignList,
     Contact,
     ContactList,
+    Message,
+    MessageKind,
+    MessageStatus,
     SummaryStatus,
     Suppression,
     Team,
     utcnow,
 )
 from webapp.provider import segments
+from webapp.services.campaigns import message_body
 from webapp.services.compose import Prices, footer_for, known_fields, team_prices, with_footer
 from webapp.services.contacts import suppressed_phones
 from webapp.services.templating import CompiledTemplate, TemplateError, compile_template
 
 logger = logging.getLogger(__name__)
 
+# A message in one of these states may have reached the recipient: it counts for the frequency cap.
+SENT_STATUSES = (MessageStatus.SENDING, MessageStatus.ACCEPTED, MessageStatus.UNKNOWN, MessageStatus.DELIVERED,
+                 MessageStatus.UNDELIVERED)
 INLINE_LIMIT = 5_000  # contacts summarized during the request; bigger audiences go to a job
 PROGRESS_EVERY = 20_000  # rows between progress writes
 SAMPLE_LIMIT = 100  # contacts listed by name for "their own data forces UCS-2"
@@ -53,6 +61,7 @@ class Exclusion(StrEnum):
     LANDLINE = "landline"
     INVALID = "invalid"
     DUPLICATE = "duplicate"
+    FREQUENCY_CAP = "frequency_cap"  # at launch only: messaged within the team's frequency cap
 
     @property
     def label(self) -> str:
@@ -61,6 +70,7 @@ class Exclusion(StrEnum):
             "landline": "Landline (can't receive SMS)",
             "invalid": "Invalid number",
             "duplicate": "Duplicate of a number in an earlier list",
+            "frequency_cap": "Messaged recently (frequency cap)",
         }[self.value]
 
 
@@ -81,12 +91,12 @@ class _Setup:
 def _setup(campaign: Campaign) -> _Setup:
     if not campaign.audience:
         raise AudienceProblem("Choose at least one list.")
+    body, footer = message_body(campaign)
     try:
-        template = compile_template(campaign.body or "")
+        template = compile_template(body or "")
     except TemplateError as error:
         raise AudienceProblem(f"The message is refused: {error}") from None
     team = db.session.get(Team, campaign.team_id)
-    footer = footer_for(team, campaign.include_footer)
     return _Setup(team, template, footer, team_prices(team), campaign.is_mms, campaign.list_ids)
 
 
@@ -200,6 +210,7 @@ def summarize(campaign: Campaign, progress: Callable[[int], None] | None = None)
     setup = _setup(campaign)
     template, footer, prices = setup.template, setup.footer, setup.prices
     suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == campaign.team_id)))
+    capped = recently_messaged(setup.team)
     unknown = template.unknown_fields(known_fields(campaign.team_id, setup.list_ids))
     no_fallback = [p.name for p in template.placeholders if p.fallback is None and p.name != "phone"]
     no_fallback = list(dict.fromkeys(no_fallback))
@@ -237,6 +248,9 @@ def summarize(campaign: Campaign, progress: Callable[[int], None] | None = None)
                 continue
             if not valid(phone):
                 excluded[Exclusion.INVALID] += 1
+                continue
+            if phone in capped:
+                excluded[Exclusion.FREQUENCY_CAP] += 1
                 continue
             attributes = attributes or {}
             text = render(attributes, phone)
@@ -300,7 +314,8 @@ def summarize(campaign: Campaign, progress: Callable[[int], None] | None = None)
         "mms_price": str(prices.mms),
         "by_country": by_country,
         "price_warning": warning,
-        "excluded": {reason.value: excluded[reason] for reason in Exclusion},
+        "excluded": {reason.value: excluded[reason] for reason in Exclusion
+                     if reason is not Exclusion.FREQUENCY_CAP or setup.team.frequency_cap_hours},
         "excluded_total": sum(excluded.values()),
         "unknown_fields": unknown,
         "missing_fields": dict(missing_by_field),
@@ -342,18 +357,33 @@ class RecipientMessage:
     cost: Decimal
 
 
-def recipient_messages(campaign: Campaign):
-    """Every message the draft would send, in send order, with the same exclusions and estimates as the summary."""
+def recently_messaged(team: Team, now: datetime | None = None) -> set[str]:
+    """Numbers this team sent a campaign message to within its frequency cap (held out at launch)."""
+    if not team.frequency_cap_hours:
+        return set()
+    since = (now or utcnow()) - timedelta(hours=team.frequency_cap_hours)
+    return set(db.session.scalars(select(Message.phone).where(
+        Message.team_id == team.id, Message.kind == MessageKind.CAMPAIGN, Message.sent_at >= since,
+        Message.status.in_(SENT_STATUSES))))
+
+
+def recipient_messages(campaign: Campaign, excluded: Counter | None = None, held_out: frozenset[str] = frozenset()):
+    """Every message the campaign sends, in send order, with the same exclusions and estimates as the
+    summary; left-out recipients are counted by reason into `excluded`, and numbers in `held_out`
+    (the frequency cap) are left out as FREQUENCY_CAP. Once launched, the frozen text is used."""
     setup = _setup(campaign)
+    excluded = Counter() if excluded is None else excluded
     suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == campaign.team_id)))
     seen: set[str] = set()
     for batch in _batches(setup.list_ids):
         for contact_id, phone, region, number_type, attributes, remember in batch:
-            if phone in seen:
-                continue
+            reason = _exclusion(phone, number_type, suppressed, phone in seen)
             if remember:
                 seen.add(phone)
-            if _exclusion(phone, number_type, suppressed, False) is not None:
+            if reason is None and phone in held_out:
+                reason = Exclusion.FREQUENCY_CAP
+            if reason is not None:
+                excluded[reason.value] += 1
                 continue
             text = with_footer(setup.template.render(attributes or {}, phone), setup.footer)
             measurement = segments.measure(text)

@@ -31,6 +31,7 @@ from webapp.models import (
     utcnow,
 )
 from webapp.queues import get_queue
+from webapp.services.campaigns import frozen_values
 from webapp.services.quiet_hours import Window
 
 logger = logging.getLogger(__name__)
@@ -97,15 +98,16 @@ def launch(campaign_id: int, user_id: int | None, at: datetime | None = None) ->
     if problems:
         raise CampaignProblem(" ".join(problems))
     now = datetime.now(UTC)
+    frozen = frozen_values(campaign)
     if at is not None and at > now + timedelta(seconds=30):
         if not _move(campaign_id, (CampaignStatus.DRAFT,), CampaignStatus.SCHEDULED,
-                     scheduled_at=at.astimezone(UTC).replace(tzinfo=None)):
+                     scheduled_at=at.astimezone(UTC).replace(tzinfo=None), **frozen):
             _refuse(campaign_id, "scheduled")
         audit(campaign_id, user_id, "scheduled", f"for {at.isoformat(timespec='minutes')}")
         db.session.commit()
         _enqueue("jobs.sending.start_campaign", campaign_id, at=at)
         return CampaignStatus.SCHEDULED
-    if not _move(campaign_id, (CampaignStatus.DRAFT,), CampaignStatus.SENDING, launched_at=utcnow()):
+    if not _move(campaign_id, (CampaignStatus.DRAFT,), CampaignStatus.SENDING, launched_at=utcnow(), **frozen):
         _refuse(campaign_id, "launched")
     audit(campaign_id, user_id, "launched")
     db.session.commit()
@@ -130,7 +132,8 @@ def start_scheduled(campaign_id: int, now: datetime | None = None) -> bool:
 
 def unschedule(campaign_id: int, user_id: int | None) -> None:
     """A scheduled campaign goes back to draft, to be edited."""
-    if not _move(campaign_id, (CampaignStatus.SCHEDULED,), CampaignStatus.DRAFT, scheduled_at=None):
+    if not _move(campaign_id, (CampaignStatus.SCHEDULED,), CampaignStatus.DRAFT, scheduled_at=None,
+                 frozen_text=None, footer_text=None):
         _refuse(campaign_id, "moved back to draft")
     audit(campaign_id, user_id, "unscheduled", "back to draft")
     db.session.commit()

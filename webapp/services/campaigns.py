@@ -111,13 +111,11 @@ def delete_draft(campaign: Campaign, upload_folder: str) -> None:
     db.session.commit()
 
 
-def freeze(campaign: Campaign) -> None:
-    """At launch: keep the message and the footer as they are now, so later edits change nothing sent."""
-    _require_draft(campaign)
+def frozen_values(campaign: Campaign) -> dict:
+    """What launch writes in its guarded UPDATE: the message and the footer as they are now, so later
+    edits of the template or of the team's footer change nothing that is sent."""
     team = db.session.get(Team, campaign.team_id)
-    campaign.frozen_text = campaign.body
-    campaign.footer_text = footer_for(team, campaign.include_footer)
-    campaign.launched_at = utcnow()
+    return {"frozen_text": campaign.body, "footer_text": footer_for(team, campaign.include_footer) or None}
 
 
 def message_body(campaign: Campaign) -> tuple[str, str]:

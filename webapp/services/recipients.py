@@ -2,8 +2,9 @@
 
 Each row holds the text that recipient gets (rendered and with the footer), its parts, its estimated
 cost and a unique reference, so what is sent never depends on the lists, the template or the prices
-changing later. The rules match the audience summary (webapp.services.audience): lists in order, a
-number met in an earlier list is a duplicate, then opted out, landline, invalid; plus the team's
+changing later. The rows come from the same iterator as the audience preview and summary
+(webapp.services.audience.recipient_messages), with the text frozen at launch: lists in order, a
+number met in an earlier list is a duplicate, then opted out, landline, invalid, and the team's
 frequency cap. Every exclusion is counted by reason on the campaign.
 
 The whole audience is written in one transaction (COPY on PostgreSQL, multi-row INSERTs elsewhere)
@@ -12,34 +13,25 @@ together with `prepared_at`, so a job killed half-way leaves nothing and its re-
 
 import secrets
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 
 from webapp.extensions import db
 from webapp.models import (
     Campaign,
     CampaignStatus,
-    Contact,
     Message,
     MessageKind,
     MessageStatus,
     SenderNumber,
-    Suppression,
     Team,
     utcnow,
 )
-from webapp.provider import segments
-from webapp.services.audience import Exclusion
-from webapp.services.audience import _exclusion as exclusion_of
-from webapp.services.compose import footer_for, team_prices, with_footer
+from webapp.services.audience import recently_messaged, recipient_messages
 from webapp.services.quiet_hours import zones_for
-from webapp.services.templating import compile_template
 
 CHUNK = 5_000  # rows per INSERT or COPY write
-FREQUENCY_CAPPED = "frequency_cap"
-COUNTED_AS_SENT = (MessageStatus.SENDING, MessageStatus.ACCEPTED, MessageStatus.UNKNOWN,
-                   MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
 _COLUMNS = ("team_id", "campaign_id", "contact_id", "kind", "phone", "sender", "text", "encoding", "parts",
             "estimated_cost", "is_mms", "reference", "status", "attempts", "held", "resent", "sent_twice",
             "created_at", "updated_at")
@@ -52,67 +44,26 @@ def freeze(campaign_id: int, now: datetime | None = None) -> bool:
         return False
     now = now or utcnow()
     team = db.session.get(Team, campaign.team_id)
-    template = compile_template(campaign.body or "")
-    footer = footer_for(team, campaign.include_footer)
-    prices = team_prices(team)
     sender = db.session.get(SenderNumber, campaign.sender_number_id).number
-    suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == team.id)))
-    capped = _recently_messaged(team, now)
     excluded: Counter = Counter()
-    seen: set[str] = set()
-    zone_fallbacks = 0
-    recipients = 0
     writer = _Writer(campaign.id, team.id, sender, campaign.is_mms, now)
-    list_ids = campaign.list_ids
-    for position, list_id in enumerate(list_ids):
-        result = db.session.execute(
-            select(Contact.id, Contact.phone, Contact.region, Contact.number_type, Contact.attributes)
-            .where(Contact.list_id == list_id).order_by(Contact.id).execution_options(yield_per=CHUNK))
-        for contact_id, phone, region, number_type, attributes in result:
-            reason = exclusion_of(phone, number_type, suppressed, phone in seen)
-            if position < len(list_ids) - 1:
-                seen.add(phone)
-            if reason is None and phone in capped:
-                reason = FREQUENCY_CAPPED
-            if reason is not None:
-                excluded[str(reason)] += 1
-                continue
-            text = with_footer(template.render(attributes or {}, phone), footer)
-            measurement = segments.measure(text)
-            parts, cost = prices.estimate(measurement.parts, region, campaign.is_mms)
-            writer.add(contact_id, phone, text, measurement.encoding, parts, cost)
-            recipients += 1
-            if campaign.quiet_hours and not zones_for(phone):
-                zone_fallbacks += 1
+    recipients = zone_fallbacks = 0
+    for message in recipient_messages(campaign, excluded, frozenset(recently_messaged(team, now))):
+        writer.add(message.contact_id, message.phone, message.text, message.encoding, message.parts, message.cost)
+        recipients += 1
+        if campaign.quiet_hours and not zones_for(message.phone):
+            zone_fallbacks += 1
     writer.flush()
     prepared = db.session.execute(
         update(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING,
                                Campaign.prepared_at.is_(None))
-        .values(prepared_at=now, recipients=recipients, exclusions=dict(excluded), zone_fallbacks=zone_fallbacks,
-                frozen_text=with_footer(campaign.body or "", footer), footer_text=footer or None)
+        .values(prepared_at=now, recipients=recipients, exclusions=dict(excluded), zone_fallbacks=zone_fallbacks)
     ).rowcount
     if not prepared:  # cancelled (or prepared by another job) meanwhile: keep nothing of this run
         db.session.rollback()
         return False
     db.session.commit()
     return True
-
-
-def exclusion_labels() -> dict[str, str]:
-    """Reason code -> words for the confirmation and the campaign page."""
-    labels = {reason.value: reason.label for reason in Exclusion}
-    labels[FREQUENCY_CAPPED] = "Messaged recently (frequency cap)"
-    return labels
-
-
-def _recently_messaged(team: Team, now: datetime) -> set[str]:
-    """Numbers this team sent a campaign message to within its frequency cap window."""
-    if not team.frequency_cap_hours:
-        return set()
-    since = now - timedelta(hours=team.frequency_cap_hours)
-    return set(db.session.scalars(select(Message.phone).where(
-        Message.team_id == team.id, Message.kind == MessageKind.CAMPAIGN, Message.sent_at >= since,
-        Message.status.in_(COUNTED_AS_SENT))))
 
 
 class _Writer:
