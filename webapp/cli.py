@@ -1,27 +1,33 @@
-"""The `campaigns` command: Flask's CLI plus dev, worker, sandbox and users.
+"""The `campaigns` command: Flask's CLI plus dev, serve, worker, scheduler, sandbox and users.
 
-`campaigns dev` runs the whole product on one machine (web, worker, embedded Redis, sandbox provider)
-in one process group; `campaigns worker` is what production runs, once per process, on any machine.
+`campaigns dev` runs the whole product on one machine (web, worker, scheduler, embedded Redis, sandbox
+provider) as its children, restarting a worker or scheduler that dies; production runs `campaigns serve`, `campaigns worker` (once per
+process, on any machine) and `campaigns scheduler` (one is enough; more are harmless).
 Migrations: `campaigns db upgrade` (Flask-Migrate).
 """
 
+import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections import deque
+from contextlib import suppress
 from pathlib import Path
 
 import click
 import requests
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import Role, User
-from webapp.queues import QUEUE_NAMES, embedded_redis_url, redis_connection, stop_embedded_redis
+from webapp.queues import QUEUE_NAMES, Scheduler, embedded_redis_url, redis_connection, stop_embedded_redis
 from webapp.services.accounts import AccountError, create_user, get_or_create_team
 
 DEMO_EMAIL = "demo@example.com"
@@ -37,7 +43,7 @@ def main() -> None:
 
 def register(app) -> None:
     """Attach our commands to app.cli, so `campaigns`, `flask` and the test runner all see them."""
-    for command in (dev_command, serve_command, worker_command, sandbox_command, users_group):
+    for command in (dev_command, serve_command, worker_command, scheduler_command, sandbox_command, users_group):
         app.cli.add_command(command)
 
 
@@ -71,14 +77,62 @@ def create_user_command(email: str, password: str, team: str, role: str):
 @with_appcontext
 def worker_command(queues: tuple[str, ...], processes: int, burst: bool):
     """Run RQ workers against REDIS_URL (start as many as the volume needs, on any machine)."""
-    from rq import Worker
     from rq.worker_pool import WorkerPool
 
     connection = redis_connection()
     if processes > 1:
         WorkerPool(list(queues), connection=connection, num_workers=processes).start(burst=burst)
     else:
-        Worker(list(queues), connection=connection).work(burst=burst, with_scheduler=True)
+        _work_through_redis_outages(list(queues), connection, burst)
+
+
+def _work_through_redis_outages(queues: list[str], connection: Redis, burst: bool) -> None:
+    """Run one RQ worker; when Redis goes away under it, start a new one once Redis answers again.
+
+    RQ retries a lost connection only while waiting for a job: Redis missing at start, or lost in the
+    middle of a job, ends Worker.work() with ConnectionError. Stops on SIGTERM/SIGINT as RQ does.
+    """
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from rq import Worker
+
+    failures = 0
+    stop = []
+    while True:
+        worker = None
+        started = time.monotonic()
+        try:
+            worker = Worker(queues, connection=connection)
+            worker.work(burst=burst, with_scheduler=True)
+            return
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            if worker is not None and worker._stop_requested:
+                return
+            failures = 1 if time.monotonic() - started > 60 else failures + 1
+            wait = min(30, 2 ** min(failures, 5))
+            click.echo(f"Worker lost Redis ({error}); starting a new one in {wait} s.", err=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.append(True))
+        deadline = time.monotonic() + wait
+        while not stop and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if stop:
+            return
+
+
+@click.command("scheduler")
+@click.option("--tick", default=5.0, show_default=True, help="Seconds between looks for due jobs.")
+@with_appcontext
+def scheduler_command(tick: float):
+    """Enqueue the periodic sweeps (jobs.maintenance.PERIODIC) when due; a second scheduler is harmless."""
+    from jobs.maintenance import PERIODIC
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.append(True))
+    Scheduler(redis_connection(), PERIODIC, tick=tick).run(lambda: bool(stop))
 
 
 @click.command("serve")
@@ -133,17 +187,51 @@ def _ensure_demo_login(instance_path: str) -> tuple[str, str]:
     return DEMO_EMAIL, password
 
 
-def _wait_until_up(url: str, processes: list[subprocess.Popen], seconds: float = 30) -> None:
+# Children of `campaigns dev` that are restarted when they die; the web and the sandbox are not (a crash
+# there is a bug to see, not to hide), and their exit stops everything.
+RESTARTED = ("worker", "scheduler")
+MAX_RESTARTS_PER_MINUTE = 5
+
+
+def _wait_until_ready(checks: dict, processes: dict[str, subprocess.Popen], seconds: float = 120) -> None:
+    """Wait until every check passes (each child is serving), or fail naming those that never did."""
+    pending = dict(checks)
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in processes):
-            raise click.ClickException("A process stopped while starting; see its output above.")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
+    while pending and time.monotonic() < deadline:
+        stopped = [name for name, p in processes.items() if p.poll() is not None]
+        if stopped:
+            raise click.ClickException(f"{', '.join(stopped)} stopped while starting; see its output above.")
+        for name, ready in list(pending.items()):
+            if ready():
+                del pending[name]
+        if pending:
             time.sleep(0.2)
-    raise click.ClickException(f"{url} did not answer within {seconds:.0f} s")
+    if pending:
+        raise click.ClickException(f"{', '.join(pending)} not ready within {seconds:.0f} s")
+
+
+def _answers(url: str, expect_ok: bool = False) -> bool:
+    try:
+        response = requests.get(url, timeout=5)
+    except requests.RequestException:
+        return False
+    return response.ok or not expect_ok
+
+
+def _worker_registered(connection: Redis, process: subprocess.Popen) -> bool:
+    from rq import Worker
+
+    try:
+        return any(worker.pid == process.pid for worker in Worker.all(connection=connection))
+    except RedisError:
+        return False
+
+
+def _scheduler_alive(connection: Redis, process: subprocess.Popen) -> bool:
+    try:
+        return bool(connection.exists(Scheduler.heartbeat_key(Scheduler.name_for(process.pid))))
+    except RedisError:
+        return False
 
 
 @click.command("dev")
@@ -152,7 +240,7 @@ def _wait_until_up(url: str, processes: list[subprocess.Popen], seconds: float =
 @click.option("--sandbox-port", default=5001, show_default=True)
 @with_appcontext
 def dev_command(host: str, port: int, sandbox_port: int):
-    """Run everything on this machine: web, one worker, embedded Redis and the sandbox provider."""
+    """Run everything on this machine: web, a worker, the scheduler, embedded Redis and the sandbox provider."""
     from flask_migrate import upgrade
 
     app = current_app
@@ -171,9 +259,11 @@ def dev_command(host: str, port: int, sandbox_port: int):
     commands = {
         "sandbox": [python, "-m", "webapp.cli", "sandbox", "--host", host, "--port", str(sandbox_port)],
         "worker": [python, "-m", "webapp.cli", "worker"],
+        "scheduler": [python, "-m", "webapp.cli", "scheduler"],
         "web": [python, "-m", "waitress", f"--listen={host}:{port}", "--threads=8", "--call", "webapp:create_app"],
     }
-    processes = {name: subprocess.Popen(cmd, env=env) for name, cmd in commands.items()}
+    processes = {name: _start(cmd, env) for name, cmd in commands.items()}
+    connection = Redis.from_url(env["REDIS_URL"])
 
     stopping = []
 
@@ -183,26 +273,59 @@ def dev_command(host: str, port: int, sandbox_port: int):
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        _wait_until_up(f"{base_url}/healthz", list(processes.values()))
+        _wait_until_ready({
+            "web": lambda: _answers(f"{base_url}/healthz", expect_ok=True),
+            "sandbox": lambda: _answers(sandbox_url),
+            "worker": lambda: _worker_registered(connection, processes["worker"]),
+            "scheduler": lambda: _scheduler_alive(connection, processes["scheduler"]),
+        }, processes)
         click.echo(
             f"\n  Campaigns is running at {base_url}\n"
             f"  Sign in as {email} with password {password}\n"
             f"  Sandbox provider at {sandbox_url}. Press Ctrl-C to stop.\n"
         )
-        while not stopping:
-            exited = [name for name, p in processes.items() if p.poll() is not None]
-            if exited:
-                click.echo(f"{', '.join(exited)} stopped; stopping the rest.", err=True)
-                break
-            time.sleep(0.3)
+        _supervise(processes, commands, env, stopping)
     finally:
         _stop_all(processes.values())
+        connection.close()
         stop_embedded_redis()
     click.echo("Stopped.")
 
 
+def _supervise(processes: dict[str, subprocess.Popen], commands: dict, env: dict, stopping: list) -> None:
+    """Restart a worker or scheduler that dies; stop everything when the web or the sandbox does."""
+    restarts: dict[str, deque] = {name: deque(maxlen=MAX_RESTARTS_PER_MINUTE) for name in RESTARTED}
+    while not stopping:
+        for name, process in list(processes.items()):
+            if process.poll() is None or stopping:
+                continue
+            recent = restarts.get(name)
+            if recent is None:
+                click.echo(f"{name} stopped (exit code {process.returncode}); stopping the rest.", err=True)
+                return
+            if len(recent) == recent.maxlen and time.monotonic() - recent[0] < 60:
+                click.echo(f"{name} died {recent.maxlen} times within a minute; stopping the rest.", err=True)
+                return
+            recent.append(time.monotonic())
+            click.echo(f"{name} stopped (exit code {process.returncode}); starting a new one.", err=True)
+            _signal_group(process, signal.SIGKILL)  # what it left behind (RQ's scheduler, a work horse)
+            processes[name] = _start(commands[name], env)
+        time.sleep(0.3)
+
+
+def _start(command: list[str], env: dict) -> subprocess.Popen:
+    """Start a child in a process group of its own, so that it and whatever it forks can be stopped together."""
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
 def _stop_all(processes) -> None:
-    """SIGTERM every child, give them 10 s to finish, then SIGKILL what is left."""
+    """SIGTERM every child, give them 10 s to finish, then SIGKILL what is left of their process groups."""
+    processes = list(processes)
     for process in processes:
         if process.poll() is None:
             process.terminate()
@@ -213,6 +336,7 @@ def _stop_all(processes) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        _signal_group(process, signal.SIGKILL)  # anything it forked that outlived it
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ class Scheduler:
             except RedisError as error:
                 failures += 1
                 wait = min(30.0, self.tick * 2 ** min(failures, 6))
-                log.warning("Scheduler %s: Redis unavailable (%s); trying again in %.0f s", self.name, error, wait)
+                log.warning("Scheduler %s: Redis unavailable (%s); trying again in %.1f s", self.name, error, wait)
             deadline = time.monotonic() + wait
             while not should_stop() and time.monotonic() < deadline:
                 time.sleep(min(0.2, self.tick))
