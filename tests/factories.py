@@ -85,6 +85,14 @@ def make_import(team: Team, status: ImportStatus = ImportStatus.UPLOADED, contac
                                 headers=headers or ["phone", "first_name"]))
 
 
+def make_optout_import(team: Team, status: ImportStatus = ImportStatus.QUEUED, filename: str = "stop.csv"):
+    """An opt-out file's import row (its file is not on disk: for pages that only read the row)."""
+    from webapp.models import OptOutImport
+
+    return _saved(OptOutImport(team_id=team.id, filename=filename, stored_name=f"missing-{next(_sequence)}.csv",
+                               status=status))
+
+
 def make_issue(contact_import: ContactImport, line: int, kind: IssueKind = IssueKind.REJECTED,
                reason_code: str = "invalid", reason: str = "Not a phone number") -> ImportIssue:
     return _saved(ImportIssue(import_id=contact_import.id, line=line, kind=kind, reason_code=reason_code,

@@ -1,13 +1,25 @@
-"""Opt-outs: by hand, by CSV, and by inbound STOP messages parsed tolerantly."""
+"""Opt-outs: keywords, inbound STOP messages parsed tolerantly, and the job that reads files of numbers."""
 
 import io
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
+from werkzeug.datastructures import FileStorage
 
 from tests.factories import make_team, make_user
 from webapp.extensions import db
-from webapp.models import InboundMessage, Role, Suppression, Team
+from webapp.models import (
+    ImportStatus,
+    InboundMessage,
+    OptOutImport,
+    Role,
+    Suppression,
+    SuppressionSource,
+    Team,
+    utcnow,
+)
+from webapp.services import optouts
 from webapp.services.optouts import is_suppressed, keyword_action
 
 
@@ -35,26 +47,6 @@ def _phones(app, team_id):
 def test_keywords(text, action):
     """The first word decides, ignoring case and punctuation."""
     assert keyword_action(text) == action
-
-
-def test_add_by_hand(app, client, team):
-    """A number typed in the national format is stored in E.164; a second add says it is already there."""
-    client.post("/opt-outs/", data={"phone": "(415) 555-2671", "note": "asked by phone"})
-    again = client.post("/opt-outs/", data={"phone": "+14155552671"}, follow_redirects=True)
-    assert "had already opted out" in again.get_data(as_text=True)
-    assert _phones(app, team[0]) == {"+14155552671"}
-    bad = client.post("/opt-outs/", data={"phone": "12"}, follow_redirects=True)
-    assert "Not added" in bad.get_data(as_text=True)
-
-
-def test_add_by_csv(app, client, team):
-    """A CSV's phone column is added; invalid rows and known numbers are counted, not dropped silently."""
-    client.post("/opt-outs/", data={"phone": "+14155552671"})
-    data = b"name,phone\r\nA,+14155552671\r\nB,415-555-2672\r\nC,nope\r\n"
-    page = client.post("/opt-outs/upload", data={"file": (io.BytesIO(data), "stop.csv")},
-                       content_type="multipart/form-data", follow_redirects=True).get_data(as_text=True)
-    assert "1 numbers added, 1 already opted out, 1 rows not a valid number" in page
-    assert _phones(app, team[0]) == {"+14155552671", "+14155552672"}
 
 
 @pytest.mark.parametrize(
@@ -135,3 +127,107 @@ def test_repeated_stop_is_harmless(app, client, team):
         assert client.post(f"/callbacks/inbound/{team_id}/{token}",
                            data={"from": "+14155552671", "text": "STOP"}).status_code == 200
     assert _phones(app, team_id) == {"+14155552671"}
+
+
+# Files of opted-out numbers, read by a job ------------------------------------------------------
+
+
+def _store(app, team_id: int, lines: list[str]) -> int:
+    data = ("\n".join(lines) + "\n").encode()
+    optout_import = optouts.store_optout_file(FileStorage(io.BytesIO(data), "stop.csv"), team_id, None, "US")
+    return optout_import.id
+
+
+def test_a_killed_run_is_carried_on_from_its_last_batch_with_exact_counts(app, monkeypatch):
+    """A worker dying mid-file leaves its batches; the next run reads on from there, counting each row once."""
+    with app.app_context():
+        team = make_team("Acme")
+        numbers = [f"+1415{200 + i // 10000:03d}{i % 10000:04d}" for i in range(12_000)]
+        import_id = _store(app, team.id, ["phone", *numbers, "nope", numbers[0]])
+        path = optouts.upload_path(db.session.get(OptOutImport, import_id))
+        real_row = optouts._OptOutReader._row
+
+        def dies_at_row_7000(self, line, raw):
+            if self.counts["rows_done"] == 7000:
+                raise KeyboardInterrupt  # like SIGKILL: no except clause runs, no status is written
+            real_row(self, line, raw)
+
+        monkeypatch.setattr(optouts._OptOutReader, "_row", dies_at_row_7000)
+        with pytest.raises(KeyboardInterrupt):
+            optouts.run_optout_import(import_id)
+        db.session.rollback()
+        half = db.session.get(OptOutImport, import_id)
+        assert (half.status, half.rows_done, half.added) == (ImportStatus.RUNNING, 5000, 5000)
+        assert path.exists()
+
+        monkeypatch.setattr(optouts._OptOutReader, "_row", real_row)
+        optouts.run_optout_import(import_id)
+        done = db.session.get(OptOutImport, import_id)
+        db.session.refresh(done)
+        assert done.status == ImportStatus.DONE
+        assert (done.added, done.already, done.rejected, done.rows_done) == (12_000, 1, 1, 12_002)
+        assert db.session.scalar(select(func.count(Suppression.id))) == 12_000
+        assert not path.exists()
+
+
+def test_an_import_whose_heartbeat_stopped_is_marked_failed(app):
+    """A running import silent for over a minute had its worker killed: failed, with its file deleted."""
+    with app.app_context():
+        team = make_team("Acme")
+        stalled_id = _store(app, team.id, ["phone", "+14155552671"])
+        alive_id = _store(app, team.id, ["phone", "+14155552672"])
+        now = utcnow()
+        for import_id, beat in ((stalled_id, now - timedelta(minutes=2)), (alive_id, now)):
+            row = db.session.get(OptOutImport, import_id)
+            row.status, row.heartbeat_at = ImportStatus.RUNNING, beat
+        db.session.commit()
+        stalled_path = optouts.upload_path(db.session.get(OptOutImport, stalled_id))
+
+        assert optouts.fail_stalled_imports(now) == 1
+
+        stalled, alive = db.session.get(OptOutImport, stalled_id), db.session.get(OptOutImport, alive_id)
+        assert stalled.status == ImportStatus.FAILED and "worker stopped" in stalled.error
+        assert alive.status == ImportStatus.RUNNING
+        assert not stalled_path.exists() and optouts.upload_path(alive).exists()
+
+
+def test_a_number_added_between_check_and_insert_is_counted_once(app, monkeypatch):
+    """A STOP text landing between a batch's check and its insert is kept as it is and counted as already."""
+    with app.app_context():
+        team = make_team("Acme")
+        import_id = _store(app, team.id, ["phone", "+14155552671", "+14155552672"])
+        db.session.add(Suppression(team_id=team.id, phone="+14155552672", source=SuppressionSource.INBOUND))
+        db.session.commit()
+        monkeypatch.setattr(optouts._OptOutReader, "_on_the_list", lambda self, phones: set())  # checked too early
+
+        optouts.run_optout_import(import_id)
+
+        done = db.session.get(OptOutImport, import_id)
+        db.session.refresh(done)
+        assert (done.status, done.added, done.already) == (ImportStatus.DONE, 1, 1)
+        sources = dict(db.session.execute(select(Suppression.phone, Suppression.source)).all())
+        assert sources == {"+14155552671": SuppressionSource.CSV, "+14155552672": SuppressionSource.INBOUND}
+
+
+def test_cancelling_a_running_import_keeps_committed_batches_and_adds_nothing_after(app, monkeypatch):
+    """Stop mid-file: the batch being read is dropped, earlier batches stay counted, the file goes at once."""
+    with app.app_context():
+        team = make_team("Acme")
+        numbers = [f"+1415{200 + i // 10000:03d}{i % 10000:04d}" for i in range(12_000)]
+        import_id = _store(app, team.id, ["phone", *numbers])
+        path = optouts.upload_path(db.session.get(OptOutImport, import_id))
+        real_row = optouts._OptOutReader._row
+
+        def cancelled_at_row_6000(self, line, raw):
+            if self.counts["rows_done"] == 6000:
+                assert optouts.cancel_optout_import(db.session.get(OptOutImport, import_id))
+                assert not path.exists()
+            real_row(self, line, raw)
+
+        monkeypatch.setattr(optouts._OptOutReader, "_row", cancelled_at_row_6000)
+        optouts.run_optout_import(import_id)
+
+        imp = db.session.get(OptOutImport, import_id)
+        db.session.refresh(imp)
+        assert (imp.status, imp.rows_done, imp.added) == (ImportStatus.CANCELLED, 5000, 5000)
+        assert db.session.scalar(select(func.count(Suppression.id))) == 5000
