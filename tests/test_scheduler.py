@@ -78,7 +78,7 @@ def test_two_schedulers_never_double_enqueue(app):
 
 def test_a_job_still_waiting_is_not_enqueued_again(app):
     """When workers are down, a new period does not pile a second copy behind the one still queued."""
-    from conftest import run_jobs
+    from tests.conftest import run_jobs
 
     with app.app_context():
         connection = redis_connection()
@@ -105,6 +105,31 @@ def test_after_redis_is_flushed_every_job_is_due_again(app):
         connection.flushdb()
         assert scheduler.run_once() == [p.job for p in PERIODIC]
         assert _queued(connection) == [p.job for p in PERIODIC]
+
+
+def test_the_registered_sweeps_run_on_the_worker_and_fail_a_dead_import(app):
+    """Scheduler, queue, worker, jobs.maintenance, service: an import silent for two minutes ends failed."""
+    from datetime import timedelta
+
+    from rq.registry import FailedJobRegistry
+
+    from tests.conftest import run_jobs
+    from tests.factories import make_import, make_list, make_team
+    from webapp.extensions import db
+    from webapp.models import ContactImport, ImportStatus, utcnow
+
+    with app.app_context():
+        team = make_team()
+        dead = make_import(team, ImportStatus.RUNNING, make_list(team))
+        dead.heartbeat_at = utcnow() - timedelta(minutes=2)
+        db.session.commit()
+        dead_id = dead.id
+        assert Scheduler(redis_connection(), PERIODIC).run_once() == [p.job for p in PERIODIC]
+    run_jobs(app)
+    with app.app_context():
+        assert db.session.get(ContactImport, dead_id).status == ImportStatus.FAILED
+        for queue in {p.queue for p in PERIODIC}:
+            assert FailedJobRegistry(queue, connection=redis_connection()).get_job_ids() == []
 
 
 def test_every_sweep_is_a_job_on_a_declared_queue():
@@ -213,3 +238,14 @@ def test_scheduler_command_enqueues_every_sweep_and_stops_on_sigterm(app, app_co
                 output = process.communicate()[0]
         assert process.returncode == 0, output
         assert not connection.exists(heartbeat)
+
+
+def test_compose_runs_a_scheduler_that_comes_back():
+    """The production stack runs `campaigns scheduler` beside the workers, restarted whenever it exits."""
+    import re
+
+    compose = (TESTS.parent / "compose.yaml").read_text()
+    services = dict(re.findall(r"^  (\w+):\n((?:    .*\n|\s*#.*\n)+)", compose, re.M))
+    assert '["campaigns", "scheduler"]' in services["scheduler"]
+    for name in ("scheduler", "worker"):
+        assert "restart: unless-stopped" in services[name], name
