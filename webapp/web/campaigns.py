@@ -1,14 +1,31 @@
-"""Campaign drafts: audience, message, sender, image, footer choice; preview, summary and test sends."""
+"""Campaigns: drafts (audience, message, sender, image, footer; preview, summary, test sends), the launch
+confirmation, and a launched campaign's page (state, live counts, actions, audit log)."""
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user, login_required
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import joinedload
 from wtforms.fields.choices import SelectChoice
 
 from webapp.extensions import db
-from webapp.models import Campaign, ContactList, MessageTemplate, SenderNumber
-from webapp.services import audience, campaigns, compose
+from webapp.models import (
+    AuditEntry,
+    Campaign,
+    CampaignStatus,
+    ContactList,
+    Message,
+    MessageKind,
+    MessageStatus,
+    MessageTemplate,
+    SenderNumber,
+)
+from webapp.services import audience, campaign_states, campaigns, compose
+from webapp.services.teams import team_credentials
 from webapp.web.access import team_get_or_404, team_select
-from webapp.web.forms import CampaignForm, CampaignImageForm, ComposerForm, TestSendForm
+from webapp.web.forms import BudgetCapForm, CampaignForm, CampaignImageForm, ComposerForm, LaunchForm, TestSendForm
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 
@@ -97,8 +114,12 @@ def _page(campaign: Campaign, form: CampaignForm | None = None, composer: Compos
 @bp.get("/<int:campaign_id>")
 @login_required
 def show(campaign_id: int):
-    """The draft: composer, image, test send, audience preview and summary."""
-    return _page(team_get_or_404(Campaign, campaign_id))
+    """A draft: composer, image, test send, audience preview and summary; once launched, its state and log."""
+    campaign = team_get_or_404(Campaign, campaign_id)
+    if campaign.status.is_editable:
+        return _page(campaign)
+    return render_template("campaigns/show.html", campaign=campaign, budget_form=BudgetCapForm(
+        formdata=None, budget_cap=campaign.budget_cap), **_status_context(campaign))
 
 
 @bp.post("/<int:campaign_id>")
@@ -224,3 +245,245 @@ def test_send(campaign_id: int):
     except campaigns.DraftProblem as problem:
         return render_template("campaigns/_test_send.html", messages=[], problem=str(problem))
     return render_template("campaigns/_test_send.html", messages=messages, problem=None)
+
+
+# --- launching and steering a campaign (issue 10) ---------------------------------------------------
+
+# The page polls its status fragment only while something can change by itself.
+LIVE = (CampaignStatus.SENDING, CampaignStatus.SCHEDULED)
+AUDIT_SHOWN = 100
+
+
+def _team_zone() -> ZoneInfo:
+    try:
+        return ZoneInfo(current_user.team.timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _team_time(moment: datetime | None) -> str:
+    """A stored (naive UTC) moment as the team's wall-clock time."""
+    if moment is None:
+        return ""
+    return moment.replace(tzinfo=UTC).astimezone(_team_zone()).strftime("%Y-%m-%d %H:%M")
+
+
+def _exclusion_label(reason: str) -> str:
+    try:
+        return audience.Exclusion(reason).label
+    except ValueError:
+        return reason
+
+
+@bp.context_processor
+def _engine_helpers() -> dict:
+    """Times in the team's zone and exclusion labels, for the campaign templates."""
+    return {"team_time": _team_time, "team_zone": lambda: _team_zone().key, "exclusion_label": _exclusion_label}
+
+
+def _require_editor() -> None:
+    if not current_user.can_edit:
+        abort(403)
+
+
+def _back(campaign_id: int):
+    return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+def _not_a_draft(campaign: Campaign):
+    """A second launch (a double submit, another editor) lands on the campaign's state, not an error."""
+    flash(f"This campaign is {campaign.status.value} already, so there is nothing to launch.", "warning")
+    return _back(campaign.id)
+
+
+def _confirm_page(campaign: Campaign, form: LaunchForm, status: int = 200, problem: str | None = None):
+    team = current_user.team
+    body, footer = campaigns.message_body(campaign)
+    return render_template(
+        "campaigns/confirm.html", campaign=campaign, form=form, team=team, body=body, footer=footer,
+        problems=campaign_states.launch_problems(campaign), summary=audience.latest_summary(campaign),
+        summary_problem=problem, has_credentials=team_credentials(team) is not None,
+        zone_now=datetime.now(_team_zone()).strftime("%Y-%m-%d %H:%M"),
+    ), status
+
+
+@bp.get("/<int:campaign_id>/launch")
+@login_required
+def confirm(campaign_id: int):
+    """Review before launch: recipients, exclusions, estimate, schedule and caps."""
+    _require_editor()
+    campaign = team_get_or_404(Campaign, campaign_id)
+    if not campaign.status.is_editable:
+        return _not_a_draft(campaign)
+    problem = None
+    try:  # reused when nothing changed; computed now for a small audience, else by a job the page polls
+        audience.request_summary(campaign, current_app.config["AUDIENCE_INLINE_LIMIT"])
+    except audience.AudienceProblem as error:
+        problem = str(error)
+    form = LaunchForm(formdata=None, budget_cap=campaign.budget_cap, quiet_hours=campaign.quiet_hours,
+                      quiet_start=_clock(campaign.quiet_start), quiet_end=_clock(campaign.quiet_end),
+                      send_date=datetime.now(_team_zone()).date())
+    return _confirm_page(campaign, form, problem=problem)
+
+
+def _clock(value: str | None):
+    try:
+        return datetime.strptime(value, "%H:%M").time() if value else None
+    except ValueError:
+        return None
+
+
+@bp.get("/<int:campaign_id>/launch/figures")
+@login_required
+def launch_figures(campaign_id: int):
+    """The confirmation's figures, polled while a job summarizes a big audience."""
+    campaign = team_get_or_404(Campaign, campaign_id)
+    return render_template("campaigns/_launch_figures.html", campaign=campaign,
+                           summary=audience.latest_summary(campaign), summary_problem=None)
+
+
+@bp.post("/<int:campaign_id>/launch")
+@login_required
+def launch(campaign_id: int):
+    """Launch now or schedule, with this campaign's caps; refused moves land on the campaign's state."""
+    _require_editor()
+    campaign = team_get_or_404(Campaign, campaign_id)
+    if not campaign.status.is_editable:
+        return _not_a_draft(campaign)
+    form = LaunchForm()
+    form.zone = _team_zone()
+    if not form.validate():
+        return _confirm_page(campaign, form, 400)
+    campaign.budget_cap = form.budget_cap.data
+    campaign.quiet_hours = form.quiet_hours.data
+    if form.quiet_hours.data:
+        campaign.quiet_start, campaign.quiet_end = f"{form.quiet_start.data:%H:%M}", f"{form.quiet_end.data:%H:%M}"
+    try:  # the caps are written in the same transaction as launch's guarded UPDATE, or not at all
+        status = campaign_states.launch(campaign.id, current_user.id, at=form.send_at())
+    except campaign_states.CampaignProblem as problem:
+        db.session.rollback()
+        flash(str(problem), "warning")
+        return _back(campaign_id)
+    if status is CampaignStatus.SCHEDULED:
+        flash(f"Scheduled for {_team_time(campaign.scheduled_at)} ({_team_zone().key}).", "success")
+    else:
+        flash("Launched: the audience is being frozen, then sending starts.", "success")
+    return _back(campaign_id)
+
+
+def _status_context(campaign: Campaign) -> dict:
+    """Counts by message status (one GROUP BY), spend, what is held, and who did what."""
+    rows = db.session.execute(
+        select(Message.status, Message.held, func.count(), func.sum(Message.billed_cost),
+               func.sum(Message.estimated_cost), func.min(Message.not_before),
+               func.sum(case((Message.sent_twice.is_(True), 1), else_=0)))
+        .where(Message.campaign_id == campaign.id, Message.kind == MessageKind.CAMPAIGN)
+        .group_by(Message.status, Message.held)
+    ).all()
+    counts = dict.fromkeys(MessageStatus, 0)
+    billed, estimated, held, held_until, sent_twice = 0, 0, 0, None, 0
+    for status, is_held, count, billed_sum, estimated_sum, not_before, twice in rows:
+        counts[status] += count
+        billed += billed_sum or 0
+        sent_twice += twice or 0
+        if status not in (MessageStatus.CANCELLED, MessageStatus.OPTED_OUT):
+            estimated += estimated_sum or 0
+        if status is MessageStatus.CREATED and is_held:
+            held += count
+            held_until = not_before if held_until is None or (not_before and not_before < held_until) else held_until
+    total = sum(counts.values())
+    waiting = counts[MessageStatus.CREATED] + counts[MessageStatus.SENDING]
+    unconfirmed = 0
+    if campaign.status in (CampaignStatus.SENDING, CampaignStatus.PAUSED, CampaignStatus.COMPLETED):
+        unconfirmed = db.session.scalar(
+            select(func.count()).select_from(campaign_states.unconfirmed(campaign.id).subquery()))
+    audit = db.session.scalars(
+        select(AuditEntry).options(joinedload(AuditEntry.user)).where(AuditEntry.campaign_id == campaign.id)
+        .order_by(AuditEntry.id.desc()).limit(AUDIT_SHOWN)).all()
+    return {
+        "counts": counts, "total": total, "done": total - waiting,
+        "percent": round((total - waiting) / total * 100) if total else 0,
+        "billed": billed, "estimated": estimated, "held": held, "held_until": held_until, "sent_twice": sent_twice,
+        "unconfirmed": unconfirmed, "grace_minutes": current_app.config["UNCONFIRMED_GRACE_SECONDS"] // 60,
+        "audit": audit, "live": campaign.status in LIVE, "currency": current_user.team.currency,
+    }
+
+
+@bp.get("/<int:campaign_id>/status")
+@login_required
+def status(campaign_id: int):
+    """The campaign's state, counts, actions and log (the fragment the page polls while it sends)."""
+    campaign = team_get_or_404(Campaign, campaign_id)
+    return render_template("campaigns/_status.html", campaign=campaign, **_status_context(campaign))
+
+
+def _act(campaign_id: int, action, done: str):
+    """Run one state change for the current user; a refusal (it moved on meanwhile) is said, not raised."""
+    campaign = team_get_or_404(Campaign, campaign_id)
+    try:
+        result = action(campaign.id, current_user.id)
+    except campaign_states.CampaignProblem as problem:
+        db.session.rollback()
+        flash(str(problem), "warning")
+    else:
+        flash(done.format(result=result), "success")
+    return _back(campaign_id)
+
+
+@bp.post("/<int:campaign_id>/pause")
+@login_required
+def pause(campaign_id: int):
+    """Pause: a batch in progress stops before its next group."""
+    who = current_user.name or current_user.email
+    return _act(campaign_id, lambda cid, uid: campaign_states.pause(cid, uid, f"Paused by {who}."),
+                "Paused. Messages already on their way finish; nothing else leaves until you resume.")
+
+
+@bp.post("/<int:campaign_id>/resume")
+@login_required
+def resume(campaign_id: int):
+    """Resume from where it stopped."""
+    return _act(campaign_id, campaign_states.resume, "Resumed from where it stopped.")
+
+
+@bp.post("/<int:campaign_id>/cancel")
+@login_required
+def cancel(campaign_id: int):
+    """Cancel for good; what was sent stays accounted for."""
+    return _act(campaign_id, campaign_states.cancel, "Cancelled: {result:,} messages will not be sent.")
+
+
+@bp.post("/<int:campaign_id>/unschedule")
+@login_required
+def unschedule(campaign_id: int):
+    """A scheduled campaign goes back to draft, to be edited."""
+    return _act(campaign_id, campaign_states.unschedule, "Back to draft: edit it and launch again when ready.")
+
+
+@bp.post("/<int:campaign_id>/resend")
+@login_required
+def resend(campaign_id: int):
+    """Resend the messages no callback confirmed (an audited choice; each gets a new reference)."""
+    return _act(campaign_id, campaign_states.resend_unconfirmed,
+                "{result:,} unconfirmed messages queued again, each with a new reference.")
+
+
+@bp.post("/<int:campaign_id>/budget")
+@login_required
+def budget(campaign_id: int):
+    """Raise, lower or remove a launched campaign's budget cap (a cap pause asks for it), audited."""
+    campaign = team_get_or_404(Campaign, campaign_id)
+    form = BudgetCapForm()
+    if campaign.status not in (CampaignStatus.SCHEDULED, CampaignStatus.SENDING, CampaignStatus.PAUSED):
+        flash(f"This campaign is {campaign.status.value}; its budget cap can't change now.", "warning")
+    elif not form.validate():
+        flash(" ".join(form.budget_cap.errors), "error")
+    else:
+        campaign.budget_cap = form.budget_cap.data
+        currency = current_user.team.currency
+        cap = "removed" if form.budget_cap.data is None else f"set to {form.budget_cap.data} {currency}"
+        campaign_states.audit(campaign.id, current_user.id, "budget cap", cap)
+        db.session.commit()
+        flash(f"Budget cap {cap}." + (" Resume the campaign to carry on." if campaign.status is
+                                      CampaignStatus.PAUSED else ""), "success")
+    return _back(campaign_id)

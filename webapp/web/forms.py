@@ -1,9 +1,15 @@
 """Flask-WTF forms shared by the views; each carries the CSRF token."""
 
+from datetime import UTC, datetime, time
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from zoneinfo import ZoneInfo, available_timezones
+
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
+    DateField,
     DecimalField,
     EmailField,
     FieldList,
@@ -14,10 +20,20 @@ from wtforms import (
     SelectMultipleField,
     StringField,
     TextAreaField,
+    TimeField,
     ValidationError,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import (
+    DataRequired,
+    Email,
+    EqualTo,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    StopValidation,
+)
 from wtforms.widgets import CheckboxInput, HiddenInput, ListWidget
 
 from webapp.models import Role
@@ -210,3 +226,104 @@ class MessageSettingsForm(FlaskForm):
     mms_price = DecimalField("Price per MMS message", places=5,
                              validators=[InputRequired(), NumberRange(min=0, max=100)])
     country_prices = TextAreaField("Price per part by destination country, one “GB 0.04” a line")
+
+
+# The campaign engine (issue 10): the launch confirmation, a running campaign's budget cap, team sending.
+
+# Names a person would not choose ("localtime" is this machine's, "Factory" means "no zone set").
+_NOT_ZONES = {"localtime", "Factory", "posixrules"}
+
+
+@cache
+def timezone_choices() -> list[SelectChoice]:
+    """Every IANA zone this Python knows (zoneinfo with tzdata), sorted by name."""
+    return [SelectChoice(name, name.replace("_", " ")) for name in sorted(available_timezones() - _NOT_ZONES)]
+
+
+def _finite(form, field) -> None:
+    """Refuse NaN and Infinity before a range check compares them (Decimal raises on NaN)."""
+    if field.data is not None and not field.data.is_finite():
+        raise StopValidation("Type a number.")
+
+
+def _to_cents(value: Decimal | None) -> Decimal | None:
+    """Round to what the column keeps, so 0.004 is refused as zero instead of being stored as 0.00."""
+    try:
+        return value.quantize(Decimal("0.01")) if value is not None and value.is_finite() else value
+    except InvalidOperation:
+        return value
+
+
+class LaunchForm(FlaskForm):
+    """The launch confirmation: when to send, and this campaign's caps.
+
+    The view sets `zone` (the team's time zone) before validating: the date and time are read in it.
+    """
+
+    when = RadioField("When", choices=[SelectChoice("now", "Send now"),
+                                       SelectChoice("later", "Schedule for a date and time")], default="now")
+    send_date = DateField("Date", validators=[Optional()])
+    send_time = TimeField("Time", validators=[Optional()])
+    budget_cap = DecimalField("Budget cap (optional)", places=2, filters=[_to_cents], validators=[
+        Optional(), _finite, NumberRange(min=Decimal("0.01"), max=Decimal("10000000"),
+                                         message="Between 0.01 and 10,000,000, or empty for no cap.")])
+    quiet_hours = BooleanField("Quiet hours: send only inside this window, in each recipient's local time",
+                               default=True)
+    quiet_start = TimeField("From", default=time(8))
+    quiet_end = TimeField("Until", default=time(21))
+
+    zone: ZoneInfo = ZoneInfo("UTC")
+
+    def validate(self, extra_validators=None) -> bool:
+        """The date and time matter only when scheduling, the window only with quiet hours on."""
+        super().validate(extra_validators)
+        if self.when.data == "later" and not (self.send_date.errors or self.send_time.errors):
+            problem = self._schedule_problem()
+            if problem:
+                self.send_time.errors.append(problem)
+        start, end = self.quiet_start, self.quiet_end
+        if not self.quiet_hours.data:
+            start.errors, end.errors = [], []
+        elif not (start.errors or end.errors):
+            if start.data is None or end.data is None:
+                end.errors.append("Give both ends of the window, as hours and minutes.")
+            elif start.data == end.data:
+                end.errors.append("The window would be empty: choose two different times.")
+        return not any(field.errors for field in self) and not self.form_errors
+
+    def _schedule_problem(self) -> str | None:
+        if self.send_date.data is None or self.send_time.data is None:
+            return "Choose the date and the time to send."
+        local = datetime.combine(self.send_date.data, self.send_time.data, tzinfo=self.zone)
+        if local.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) != local.replace(tzinfo=None):
+            return (f"{self.send_time.data:%H:%M} doesn't exist on that day in {self.zone.key} "
+                    "(the clocks move forward); choose another time.")
+        if local <= datetime.now(UTC):
+            return f"That moment has passed in {self.zone.key}; choose a later one, or send now."
+        return None
+
+    def send_at(self) -> datetime | None:
+        """The chosen moment as an aware UTC datetime, or None to send now."""
+        if self.when.data != "later":
+            return None
+        return datetime.combine(self.send_date.data, self.send_time.data, tzinfo=self.zone).astimezone(UTC)
+
+
+class BudgetCapForm(FlaskForm):
+    """Raise, lower or remove the budget cap of a launched campaign (a cap pause says to)."""
+
+    budget_cap = DecimalField("Budget cap", places=2, filters=[_to_cents], validators=[
+        Optional(), _finite, NumberRange(min=Decimal("0.01"), max=Decimal("10000000"),
+                                         message="Between 0.01 and 10,000,000, or empty for no cap.")])
+
+
+class SendingSettingsForm(FlaskForm):
+    """The team's time zone, send rate and frequency cap; populate_obj writes them onto the team."""
+
+    timezone = SelectField("Team time zone", choices=timezone_choices,
+                           invalid_choice_message="Choose a time zone from the list.")
+    send_rate = DecimalField("Send rate, messages per second", places=2, filters=[_to_cents], validators=[
+        InputRequired("Give the send rate."), _finite,
+        NumberRange(min=Decimal("0.01"), max=Decimal("1000"), message="Between 0.01 and 1,000 messages per second.")])
+    frequency_cap_hours = IntegerField("Frequency cap, hours (optional)", validators=[
+        Optional(), NumberRange(min=1, max=168, message="Between 1 and 168 hours (a week), or empty for no cap.")])

@@ -1,4 +1,5 @@
-"""Team settings: the MultiTEL account, sender numbers, price per part, default country."""
+"""Team settings: the MultiTEL account, sender numbers, price per part, default country, and sending
+(time zone, send rate, frequency cap)."""
 
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
@@ -12,7 +13,13 @@ from webapp.services import compose
 from webapp.services.phones import Rejection, normalize
 from webapp.services.teams import inbound_url, team_credentials
 from webapp.web.access import admin_required, team_get_or_404
-from webapp.web.forms import COUNTRY_CHOICES, MessageSettingsForm, ProviderSettingsForm, SenderNumberForm
+from webapp.web.forms import (
+    COUNTRY_CHOICES,
+    MessageSettingsForm,
+    ProviderSettingsForm,
+    SenderNumberForm,
+    SendingSettingsForm,
+)
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -28,7 +35,7 @@ def _message_form(team: Team) -> MessageSettingsForm:
                                country_prices=compose.format_country_prices(team.country_prices))
 
 
-def _render(provider_form=None, sender_form=None, status=200, message_form=None):
+def _render(provider_form=None, sender_form=None, status=200, message_form=None, sending_form=None):
     team = current_user.team
     return render_template(
         "settings/index.html",
@@ -36,6 +43,7 @@ def _render(provider_form=None, sender_form=None, status=200, message_form=None)
         provider_form=provider_form or _provider_form(team),
         sender_form=sender_form or SenderNumberForm(),
         message_form=message_form or _message_form(team),
+        sending_form=sending_form or SendingSettingsForm(formdata=None, obj=team),
         has_password=bool(team.api_password_encrypted),
         inbound_url=inbound_url(team),
     ), status
@@ -58,12 +66,11 @@ def update():
     form = _provider_form(team)
     if not form.validate():
         return _render(provider_form=form, status=400)
-    team.api_username = (form.api_username.data or "").strip() or None
-    if form.api_password.data:
-        team.api_password_encrypted = encrypt(form.api_password.data)
-    team.price_per_part = form.price_per_part.data
-    team.currency = form.currency.data.upper()
-    team.default_country = form.default_country.data
+    password = form.api_password.data
+    del form.api_password  # write-only: stored encrypted below, never copied onto the row
+    form.populate_obj(team)
+    if password:
+        team.api_password_encrypted = encrypt(password)
     db.session.commit()
     flash("Settings saved.", "success")
     return redirect(url_for("settings.index"))
@@ -123,6 +130,7 @@ def test_connection():
             check = multitel.check_connection(current_app.config["MULTITEL_API_URL"], credentials)
     return render_template("settings/_connection.html", check=check)
 
+
 @bp.post("/messages")
 @login_required
 @admin_required
@@ -141,3 +149,17 @@ def update_messages():
             return redirect(url_for("settings.index"))
     return _render(message_form=form, status=400)
 
+
+@bp.post("/sending")
+@login_required
+@admin_required
+def update_sending():
+    """Save the team's time zone, send rate and frequency cap (all or nothing)."""
+    team = current_user.team
+    form = SendingSettingsForm()
+    if not form.validate():
+        return _render(sending_form=form, status=400)
+    form.populate_obj(team)
+    db.session.commit()
+    flash("Sending settings saved.", "success")
+    return redirect(url_for("settings.index"))
