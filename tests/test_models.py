@@ -42,6 +42,6 @@ def test_an_unknown_value_is_refused_before_it_is_stored(app):
 
 
 def test_import_status_knows_which_states_are_final():
-    """Done, failed and cancelled are final; the rest still move."""
+    """Done, failed, cancelled and discarded are final; the rest still move."""
     assert {status for status in ImportStatus if status.is_final} == {
-        ImportStatus.DONE, ImportStatus.FAILED, ImportStatus.CANCELLED}
+        ImportStatus.DONE, ImportStatus.FAILED, ImportStatus.CANCELLED, ImportStatus.DISCARDED}
