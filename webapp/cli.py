@@ -43,7 +43,8 @@ def main() -> None:
 
 def register(app) -> None:
     """Attach our commands to app.cli, so `campaigns`, `flask` and the test runner all see them."""
-    for command in (dev_command, serve_command, worker_command, scheduler_command, sandbox_command, users_group):
+    for command in (dev_command, serve_command, worker_command, scheduler_command, sandbox_command, users_group,
+                    reconcile_command):
         app.cli.add_command(command)
 
 
@@ -133,6 +134,21 @@ def scheduler_command(tick: float):
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.append(True))
     Scheduler(redis_connection(), PERIODIC, tick=tick).run(lambda: bool(stop))
+
+
+@click.command("reconcile")
+@with_appcontext
+def reconcile_command():
+    """Carry campaigns on from the database now, as the periodic sweep does, and say what it did."""
+    from webapp.services.sending import recover
+
+    found = recover()
+    click.echo(f"{found.unknown} messages in flight when their worker stopped: now unknown "
+               "(matched by reference when a delivery report arrives; resent only by a person).")
+    click.echo(f"{found.released} messages claimed by a stopped worker and never posted: released, to be sent.")
+    for label, ids in (("Scheduled campaigns started", found.started), ("Campaigns whose batches were queued "
+                       "again", found.restarted), ("Campaigns completed", found.completed)):
+        click.echo(f"{label}: {', '.join(map(str, ids)) if ids else 'none'}.")
 
 
 @click.command("serve")
