@@ -103,3 +103,24 @@ def test_search_treats_wildcards_literally(client, filled_list):
     """% and _ in a search are ordinary characters."""
     assert "0 contacts" in client.get(f"/lists/{filled_list}?q=%25").get_data(as_text=True)
     assert "0 contacts" in client.get(f"/lists/{filled_list}?q=_").get_data(as_text=True)
+
+
+def test_a_list_name_is_trimmed_and_required(app, client, filled_list):
+    """The new-list form (Flask-WTF) trims the name and explains an empty one instead of storing it."""
+    client.post("/lists", data={"name": "  Summer  "})
+    empty = client.post("/lists", data={"name": "   "}, follow_redirects=True)
+    assert "Give the list a name." in empty.get_data(as_text=True)
+    with app.app_context():
+        names = set(db.session.scalars(select(ContactList.name)))
+        assert "Summer" in names and "" not in names
+
+
+def test_no_view_reads_the_form_by_hand():
+    """Every form goes through Flask-WTF: no view module reads request.form field by field."""
+    from pathlib import Path
+
+    import webapp.web
+
+    for module in Path(webapp.web.__file__).parent.glob("*.py"):
+        if module.name != "forms.py":
+            assert "request.form" not in module.read_text(), module.name

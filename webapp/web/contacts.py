@@ -24,6 +24,7 @@ from webapp.services.contacts import contains_pattern, suppressed_phones
 from webapp.services.csvfiles import stream_csv
 from webapp.services.imports import active_import_into
 from webapp.web.access import htmx_target, team_get_or_404, team_select
+from webapp.web.forms import ListForm
 
 bp = Blueprint("contacts", __name__)
 
@@ -44,17 +45,18 @@ def lists():
         team_select(ContactList).add_columns(contact_count, suppressed)
         .outerjoin(Contact, Contact.list_id == ContactList.id).group_by(ContactList.id).order_by(ContactList.name)
     ).all()
-    return render_template("contacts/lists.html", rows=rows)
+    return render_template("contacts/lists.html", rows=rows, form=ListForm())
 
 
 @bp.post("/lists")
 @login_required
 def create_list():
     """Create an empty list."""
-    name = request.form.get("name", "").strip()[:200]
-    if not name:
-        flash("Give the list a name.", "error")
+    form = ListForm()
+    if not form.validate():
+        flash(" ".join(form.name.errors) or "The form expired; try again.", "error")
         return redirect(url_for("contacts.lists"))
+    name = form.name.data
     try:
         db.session.add(ContactList(team_id=current_user.team_id, name=name))
         db.session.commit()

@@ -88,6 +88,11 @@ class ProviderSettingsForm(FlaskForm):
     default_country = SelectField("Default country for numbers without +", validators=[DataRequired()])
 
 
+class ListForm(FlaskForm):
+    name = StringField("New empty list", validators=[DataRequired(message="Give the list a name."), Length(max=200)],
+                       filters=[lambda value: (value or "").strip()])
+
+
 class SenderNumberForm(FlaskForm):
     number = StringField("Sender number", validators=[DataRequired(), Length(max=40)])
     label = StringField("Label", validators=[Length(max=80)])
