@@ -13,7 +13,8 @@ from tests.conftest import run_jobs
 from tests.factories import make_campaign, make_contact, make_list, make_sender, make_suppression, make_team, make_user
 from webapp.encryption import encrypt
 from webapp.extensions import db
-from webapp.models import AuditEntry, Campaign, CampaignStatus, Message, MessageStatus, Role
+from webapp.models import AuditEntry, Campaign, CampaignStatus, Message, MessageKind, MessageStatus, Role
+from webapp.provider.segments import Encoding
 from webapp.queues import get_queue, redis_connection
 from webapp.services import recipients
 
@@ -306,6 +307,25 @@ def test_unknown_messages_within_the_grace_period_are_not_offered_yet(app, clien
     _freeze_and_make_unknown(app, setup["campaign"], 1, hours_ago=0)
     page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
     assert 'id="unknown-waiting"' in page and 'id="resend"' not in page
+
+
+def test_an_unconfirmed_test_send_is_never_offered_for_resend(app, client, setup):
+    """A draft's test send left unknown carries the campaign's id: it is not the campaign's to resend."""
+    _launch(client, setup["campaign"])
+    _freeze_and_make_unknown(app, setup["campaign"], 1, hours_ago=2)
+    with app.app_context():
+        team = db.session.get(Campaign, setup["campaign"]).team_id
+        db.session.add(Message(team_id=team, campaign_id=setup["campaign"], kind=MessageKind.TEST,
+                               phone="+14155550901", text="Hi", encoding=Encoding.GSM7, parts=1,
+                               estimated_cost=Decimal("0.015"), status=MessageStatus.UNKNOWN,
+                               sent_at=datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=2)))
+        db.session.commit()
+    page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
+    assert "1 message unconfirmed." in page and '<dd id="count-unknown">1</dd>' in page
+    client.post(f"/campaigns/{setup['campaign']}/resend")
+    with app.app_context():
+        resent = db.session.scalars(select(Message.kind).where(Message.resend_of_id.is_not(None))).all()
+        assert resent == [MessageKind.CAMPAIGN]
 
 
 def test_the_budget_cap_can_be_raised_on_a_paused_campaign(app, client, setup):

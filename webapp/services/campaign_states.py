@@ -26,6 +26,7 @@ from webapp.models import (
     CampaignList,
     CampaignStatus,
     Message,
+    MessageKind,
     MessageStatus,
     SenderNumber,
     utcnow,
@@ -227,9 +228,13 @@ def sending_problem(campaign: Campaign) -> str | None:
 
 
 def unconfirmed(campaign_id: int, now: datetime | None = None):
-    """A SELECT of the campaign's UNKNOWN messages past the grace period and not resent yet."""
+    """A SELECT of the campaign's UNKNOWN messages past the grace period and not resent yet.
+
+    Only the campaign's own messages: a draft's test sends carry its id too, and must never be resent
+    to the test numbers as part of the campaign."""
     limit = (now or utcnow()) - timedelta(seconds=current_app.config["UNCONFIRMED_GRACE_SECONDS"])
-    return select(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.UNKNOWN,
+    return select(Message).where(Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN,
+                                 Message.status == MessageStatus.UNKNOWN,
                                  Message.resent.is_(False), Message.sent_at <= limit)
 
 
