@@ -243,13 +243,17 @@ def run_jobs(app) -> None:
 
 @pytest.fixture
 def worker(app, app_config):
-    """A real `campaigns worker` process on the test database and Redis, for browser tests."""
+    """A real `campaigns worker` process on the test database and Redis, for browser tests.
+
+    It sends to the app's MULTITEL_API_URL and PUBLIC_BASE_URL as they are when it starts: request
+    `sandbox` (and set PUBLIC_BASE_URL to the live server) before `worker`."""
     import subprocess
     import sys
 
     env = dict(os.environ, DATABASE_URL=app_config["SQLALCHEMY_DATABASE_URI"], REDIS_URL=app_config["REDIS_URL"],
                INSTANCE_PATH=app_config["INSTANCE_PATH"], SECRET_KEY=app_config["SECRET_KEY"],
-               UPLOAD_FOLDER=app.config["UPLOAD_FOLDER"])
+               UPLOAD_FOLDER=app.config["UPLOAD_FOLDER"], MULTITEL_API_URL=app.config["MULTITEL_API_URL"],
+               PUBLIC_BASE_URL=app.config["PUBLIC_BASE_URL"])
     process = subprocess.Popen([Path(sys.executable).with_name("campaigns"), "worker"], env=env)
     try:
         yield process

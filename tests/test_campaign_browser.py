@@ -1,0 +1,79 @@
+"""A campaign launched in a real browser, sent by a real worker through the sandbox over HTTP, watched
+to completion on its page without a reload."""
+
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+import requests
+
+from tests.conftest import screenshot
+from tests.factories import PASSWORD, make_campaign, make_contact, make_list, make_sender, make_team, make_user
+from webapp.encryption import encrypt
+from webapp.extensions import db
+from webapp.models import Role
+
+pytestmark = pytest.mark.browser
+
+RECIPIENTS = 20
+
+
+@pytest.fixture
+def callbacks_here(app, sandbox, live_server):
+    """Send through the sandbox, with delivery reports addressed to the live server (set before `worker`)."""
+    app.config["PUBLIC_BASE_URL"] = live_server.url
+    return sandbox
+
+
+def test_review_launch_and_watch_the_campaign_complete(app, callbacks_here, page, worker):
+    """The confirmation shows the figures; Launch starts sending; the page's live fragment moves to
+    'completed' in the same document with every message accepted, and the sandbox got each number once."""
+    with app.app_context():
+        team = make_team("Acme")
+        team.api_username, team.api_password_encrypted = "sandbox", encrypt("sandbox")
+        team.send_rate = Decimal(8)  # slow enough to watch it send: 20 messages take a few seconds
+        team.timezone = "Europe/Paris"
+        db.session.commit()
+        make_user(team, Role.EDITOR, "ed@example.com")
+        contacts = make_list(team, "Spring")
+        for n in range(RECIPIENTS):
+            make_contact(contacts, f"+1415555{n:04d}", first_name=f"Ana{n}")
+        make_contact(contacts, "+14155559999", number_type="fixed_line", first_name="Desk")
+        campaign_id = make_campaign(team, [contacts], body="Hi {{ first_name }}", name="Spring sale",
+                                    sender=make_sender(team)).id
+
+    page.goto("/login")
+    page.get_by_label("Email").fill("ed@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/")
+
+    page.goto(f"/campaigns/{campaign_id}")
+    page.get_by_role("link", name="Review and launch").click()
+    assert page.locator("#launch-recipients").inner_text() == str(RECIPIENTS)
+    assert page.locator("#launch-excluded-landline").inner_text() == "1"
+    assert "Europe/Paris" in page.get_by_text("In the team's time zone").inner_text()
+    # The suite runs at any hour: quiet hours (on by default) would hold US recipients overnight.
+    page.get_by_label("Quiet hours", exact=False).uncheck()
+    screenshot(page, "campaign-confirm")
+    page.get_by_role("button", name="Launch").click()
+
+    page.wait_for_url(f"**/campaigns/{campaign_id}")
+    assert page.get_by_text("Launched: the audience is being frozen").is_visible()
+    assert page.locator("#campaign-state").inner_text() == "sending"
+    page.evaluate("window.sameDocument = true")  # a reload would lose this
+    page.locator("#campaign-state", has_text="completed").wait_for(timeout=120_000)
+    assert page.evaluate("window.sameDocument") is True
+    # Delivery reports flow back to the live server as it sends: each message is accepted or delivered.
+    accepted, delivered = (int(page.locator(f"#count-{status}").inner_text()) for status in ("accepted", "delivered"))
+    assert accepted + delivered == RECIPIENTS
+    assert page.get_by_text(f"{RECIPIENTS} of {RECIPIENTS} messages dealt with.").is_visible()
+    assert page.locator("#campaign-actions").count() == 0
+    log = page.locator("#audit-log").inner_text()
+    assert "ed@example.com\tlaunched" in log and "the engine\tcompleted" in log
+    assert page.locator("#campaign-status").get_attribute("hx-trigger") is None  # polling stopped
+    screenshot(page, "campaign-completed")
+
+    sends = requests.get(f"{callbacks_here.url}/_sandbox/sends", timeout=10).json()
+    per_number = Counter(send["to"] for send in sends)
+    assert len(per_number) == RECIPIENTS and set(per_number.values()) == {1}
