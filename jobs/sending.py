@@ -59,4 +59,10 @@ def send_batch(campaign_id: int) -> dict:
 @with_app
 def sweep_campaigns() -> dict:
     """Periodic: carry campaigns on after dead workers or a lost Redis (webapp.services.sending.recover)."""
-    return sending.recover().__dict__
+    found = sending.recover()
+    if found.unknown or found.released or found.restarted or found.started or found.completed:
+        log = logger.warning if found.unknown else logger.info
+        log("sweep: %s in flight when their worker stopped made unknown, %s stale claims released, "
+            "campaigns started %s, restarted %s, completed %s", found.unknown, found.released, found.started or [],
+            found.restarted or [], found.completed or [])
+    return found.__dict__

@@ -97,3 +97,17 @@ def test_the_callback_sweeps_match_late_rows_and_bound_orphans(app):
             make_callback(team, reference=f"nobody-{n}")
         app.config["CALLBACK_ORPHAN_LIMIT"] = 1
         assert prune_callbacks() == {team.id: 2}
+
+
+def test_the_campaign_sweep_says_what_it_did_in_the_worker_log(app, caplog):
+    """The periodic sweep logs a warning when it made in-flight messages unknown (operators watch for it)."""
+    from jobs.sending import sweep_campaigns
+
+    campaign_id, _ = _campaign_with_a_dead_worker(app)
+    with app.app_context(), caplog.at_level("INFO", logger="jobs.sending"):
+        found = sweep_campaigns()
+    assert (found["unknown"], found["released"], found["restarted"]) == (1, 1, [campaign_id])
+    [record] = [r for r in caplog.records if r.name == "jobs.sending"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (f"sweep: 1 in flight when their worker stopped made unknown, 1 stale claims "
+                                   f"released, campaigns started [], restarted [{campaign_id}], completed []")

@@ -80,6 +80,8 @@ def worker_command(queues: tuple[str, ...], processes: int, burst: bool):
     """Run RQ workers against REDIS_URL (start as many as the volume needs, on any machine)."""
     from rq.worker_pool import WorkerPool
 
+    if not logging.getLogger().handlers:  # the jobs' own lines (batch reports, the sweep) beside RQ's
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     connection = redis_connection()
     if processes > 1:
         WorkerPool(list(queues), connection=connection, num_workers=processes).start(burst=burst)
