@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
+from rq.job import Job
 
 from jobs.maintenance import PERIODIC
 from webapp.queues import Periodic, Scheduler, redis_connection
@@ -218,25 +219,36 @@ def test_scheduler_command_enqueues_every_sweep_and_stops_on_sigterm(app, app_co
     """`campaigns scheduler` enqueues each sweep in PERIODIC onto its queue, says it is alive, and exits on SIGTERM."""
     env = dict(os.environ, REDIS_URL=app_config["REDIS_URL"], INSTANCE_PATH=str(tmp_path / "instance"),
                DATABASE_URL=app_config["SQLALCHEMY_DATABASE_URI"], SECRET_KEY=app_config["SECRET_KEY"])
-    process = subprocess.Popen([CAMPAIGNS, "scheduler", "--tick", "0.2"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "scheduler.log"
+    process = subprocess.Popen([CAMPAIGNS, "scheduler", "--tick", "0.2"], env=env, stdout=log.open("w"),
+                               stderr=subprocess.STDOUT)
     with app.app_context():
         connection = redis_connection()
         heartbeat = Scheduler.heartbeat_key(Scheduler.name_for(process.pid))
+        def enqueued() -> list[str]:
+            """The sweeps whose last enqueued job is there, on its queue (a worker may have taken it since)."""
+            assert process.poll() is None, f"the scheduler exited ({process.returncode}):\n{log.read_text()}"
+            found = []
+            for periodic in PERIODIC:
+                job_id = connection.get(f"{Scheduler.KEY_PREFIX}{periodic.job}:last")
+                job = job_id and Job.fetch(job_id.decode(), connection=connection)
+                if job and job.func_name == periodic.job and job.origin == periodic.queue:
+                    found.append(periodic.job)
+            return found
+
         try:
-            expected = sorted(p.job for p in PERIODIC)
-            queues = {p.queue for p in PERIODIC}
-            _wait_for(lambda: sorted(j for q in queues for j in _queued(connection, q)) == expected, 120,
-                      "every sweep enqueued")
+            _wait_for(lambda: enqueued() == [p.job for p in PERIODIC], 120,
+                      lambda: f"every sweep enqueued; found {enqueued()}, workers {Worker.all(connection=connection)}; "
+                              f"the scheduler said:\n{log.read_text()}")
             assert connection.exists(heartbeat)
         finally:
             process.send_signal(signal.SIGTERM)
             try:
-                output = process.communicate(timeout=60)[0]
+                process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
-                output = process.communicate()[0]
-        assert process.returncode == 0, output
+                process.wait()
+        assert process.returncode == 0, log.read_text()
         assert not connection.exists(heartbeat)
 
 
