@@ -16,7 +16,7 @@ from webapp.extensions import db
 from webapp.models import AuditEntry, Campaign, CampaignStatus, Message, MessageKind, MessageStatus, Role
 from webapp.provider.segments import Encoding
 from webapp.queues import get_queue, redis_connection
-from webapp.services import recipients
+from webapp.services import campaign_states, recipients
 
 NEW_YORK = "America/New_York"
 
@@ -362,6 +362,35 @@ def test_the_whole_campaign_through_the_pages_against_the_sandbox(app, client, s
         completed_at = db.session.scalar(select(AuditEntry.at).where(AuditEntry.action == "completed"))
     new_york = completed_at.replace(tzinfo=UTC).astimezone(ZoneInfo(NEW_YORK))
     assert f"{new_york:%Y-%m-%d %H:%M}</td>\n        <td>the engine</td>" in fragment
+
+
+def test_messages_held_for_quiet_hours_say_until_when_in_the_team_zone(app, client, setup):
+    """Rows waiting for their recipients' window: how many, and the first opening in the team's zone."""
+    _launch(client, setup["campaign"], quiet_hours="y")
+    with app.app_context():
+        recipients.freeze(setup["campaign"])
+        ids = db.session.scalars(select(Message.id).where(Message.campaign_id == setup["campaign"])
+                                 .order_by(Message.id)).all()
+        db.session.execute(update(Message).where(Message.id.in_(ids[:2])).values(
+            held=True, not_before=datetime(2030, 7, 2, 12, 0)))
+        db.session.execute(update(Message).where(Message.id == ids[2]).values(
+            held=True, not_before=datetime(2030, 7, 2, 15, 0)))
+        db.session.commit()
+    page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
+    assert "3 messages wait for quiet hours to end" in page
+    assert "the first go out at 2030-07-02 08:00 (America/New_York)" in page
+    assert "Quiet hours: messages leave only between 08:00 and 21:00" in page
+
+
+def test_a_failed_campaign_says_why_and_offers_nothing(app, client, setup):
+    """Failed (its sender deleted): the reason, no buttons, no polling."""
+    _launch(client, setup["campaign"])
+    with app.app_context():
+        campaign_states.fail(setup["campaign"], "Its sender number was deleted.")
+    page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
+    assert "It can't go on: Its sender number was deleted." in page
+    assert 'id="campaign-actions"' not in page and 'hx-trigger="every 2s"' not in page
+    assert ("failed", "engine") in _audit(app, setup["campaign"])
 
 
 def test_a_draft_page_is_the_composer_and_a_launched_page_is_not(app, client, setup):
