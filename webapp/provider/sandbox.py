@@ -80,6 +80,7 @@ class SandboxConfig:
     price_per_part: Decimal = Decimal("0.015")
     mms_price: Decimal = Decimal("0.05")  # an MMS is billed per message, whatever its text
     callback_delay: float = 0.2  # seconds from acceptance to the final callback
+    callbacks: bool = True  # False: record sends but post no callback (benchmarks of the send path alone)
     delivered_rate: float = 0.95  # the rest end UNDELIV, REJECTD or EXPIRED
     duplicate_callbacks: bool = False  # post every callback twice
     out_of_order: bool = False  # post the final status before the interim one
@@ -407,7 +408,7 @@ class SandboxApp:
 
         message = self._accept(form, config)
         state.record(message)
-        if message.notify_url:
+        if message.notify_url and config.callbacks:
             self._schedule_callbacks(message, config)
         if config.hang_rate and state.draw() < config.hang_rate:
             state.release.wait(config.hang_seconds)  # accepted, but the reply comes too late
@@ -666,7 +667,7 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ValueError("accounts must be an object of username: password")
         return {str(k): v for k, v in value.items()}
-    if name in ("duplicate_callbacks", "out_of_order"):
+    if name in ("duplicate_callbacks", "out_of_order", "callbacks"):
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false")
         return value

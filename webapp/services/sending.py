@@ -37,7 +37,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 
 from webapp.extensions import db
 from webapp.models import Campaign, CampaignStatus, Message, MessageStatus, SenderNumber, Suppression, Team, utcnow
@@ -315,6 +315,25 @@ def _backoff(settings: _Settings, attempts: int, retry_after: float | None) -> f
     return max(delay, retry_after or 0.0)
 
 
+def _accepted_update(token: str):
+    """Record an accepted row (executemany: b_id, b_unique_id, b_pid, b_parts, b_cost), guarded by the claim.
+
+    A fast callback may have moved the row on already (webapp.services.delivery): keep its status and the
+    billed figures it brought, and add what only the reply carries.
+    """
+    table = Message.__table__
+    return (
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.claim_token == token,
+               or_(*(table.c.status == status for status in AFTER_ACCEPTED)))  # IN () can't be executemany
+        .values(claim_token=None, claimed_at=None, error=None,
+                status=case((table.c.status == MessageStatus.SENDING, MessageStatus.ACCEPTED), else_=table.c.status),
+                unique_id=bindparam("b_unique_id"), pid=bindparam("b_pid"),
+                billed_parts=func.coalesce(table.c.billed_parts, bindparam("b_parts", type_=table.c.billed_parts.type)),
+                billed_cost=func.coalesce(table.c.billed_cost, bindparam("b_cost", type_=table.c.billed_cost.type)))
+    )
+
+
 def _record(context: _Context, token: str, rows: list, results: list[SendResult],
             totals: dict) -> tuple[str, float | None] | None:
     """Write each outcome, guarded by the claim token; returns a stop reason for account errors."""
@@ -323,21 +342,15 @@ def _record(context: _Context, token: str, rows: list, results: list[SendResult]
     released_cost = Decimal(0)
     billed_delta = Decimal(0)
     guard = and_(Message.claim_token == token, Message.status == MessageStatus.SENDING)
+    accepted = []
     for row, result in zip(rows, results, strict=True):
         values: dict = {"claim_token": None, "claimed_at": None}
         if result.outcome is Outcome.ACCEPTED:
             totals["accepted"] += 1
-            # A fast callback may have moved the row on already (webapp.services.delivery): keep its status,
-            # and the billed figures it brought, and add what only the reply carries.
-            values.update(status=case((Message.status == MessageStatus.SENDING, MessageStatus.ACCEPTED),
-                                      else_=Message.status),
-                          unique_id=result.unique_id, pid=result.pid, error=None,
-                          billed_parts=func.coalesce(Message.billed_parts, result.parts),
-                          billed_cost=func.coalesce(Message.billed_cost, result.cost))
+            accepted.append({"b_id": row.id, "b_unique_id": result.unique_id, "b_pid": result.pid,
+                             "b_parts": result.parts, "b_cost": result.cost})
             if result.cost is not None:
                 billed_delta += result.cost - row.estimated_cost
-            db.session.execute(update(Message).where(Message.id == row.id, Message.claim_token == token,
-                                                     Message.status.in_(AFTER_ACCEPTED)).values(**values))
             continue
         elif result.outcome is Outcome.NOT_SENT and row.attempts + 1 < context.settings.max_attempts:
             delay = _backoff(context.settings, row.attempts + 1, result.retry_after)
@@ -355,6 +368,8 @@ def _record(context: _Context, token: str, rows: list, results: list[SendResult]
         else:  # AMBIGUOUS: it may have been sent
             values.update(status=MessageStatus.UNKNOWN, error=result.reason)
         db.session.execute(update(Message).where(Message.id == row.id, guard).values(**values))
+    if accepted:  # the common case: one statement for the group (executemany), not one round trip per row
+        db.session.execute(_accepted_update(token), accepted)
     db.session.execute(update(Campaign).where(Campaign.id == context.campaign_id).values(
         reserved_cost=Campaign.reserved_cost - released_cost + billed_delta, heartbeat_at=now))
     db.session.commit()
