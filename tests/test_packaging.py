@@ -32,7 +32,8 @@ def test_wheel_installs_and_renders_login(tmp_path):
         f"""
         import webapp
         assert "{target}" in webapp.__file__, webapp.__file__
-        app = webapp.create_app({{"INSTANCE_PATH": "{tmp_path / 'instance'}", "SECRET_KEY": "packaged-" + "s3cr3t" * 6}})
+        secret = "packaged-" + "s3cr3t" * 6
+        app = webapp.create_app({{"INSTANCE_PATH": "{tmp_path / 'instance'}", "SECRET_KEY": secret}})
         client = app.test_client()
         page = client.get("/login").get_data(as_text=True)
         assert "Sign in to Campaigns" in page, page[:500]

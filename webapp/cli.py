@@ -1,8 +1,9 @@
 """The `campaigns` command: Flask's CLI plus dev, serve, worker, scheduler, sandbox and users.
 
 `campaigns dev` runs the whole product on one machine (web, worker, scheduler, embedded Redis, sandbox
-provider) as its children, restarting a worker or scheduler that dies; production runs `campaigns serve`, `campaigns worker` (once per
-process, on any machine) and `campaigns scheduler` (one is enough; more are harmless).
+provider) as its children, restarting a worker or scheduler that dies; production runs `campaigns serve`,
+`campaigns worker` (once per process, on any machine) and `campaigns scheduler` (one is enough; more are
+harmless).
 Migrations: `campaigns db upgrade` (Flask-Migrate).
 """
 
