@@ -13,7 +13,8 @@ is a guarded UPDATE, so a crash at any point leaves every row in a state that sa
    the budget cap are consulted.
 3. mark in flight: CREATED -> SENDING for exactly the rows about to be posted, checked against the
    claim token and the campaign's state, committed *before* the POSTs. After a crash, only SENDING
-   rows may have reached the provider, and the sweeper makes them UNKNOWN, never CREATED.
+   rows may have reached the provider, and the sweeper makes them UNKNOWN, never CREATED. This is the
+   one commit that waits for PostgreSQL's disk flush; the others need not (_relax_commit says why).
 4. POST concurrently (one thread per row of the group, one kept-alive session per thread) and record
    each outcome with the claim token in the WHERE clause, so a slow worker whose claim was taken over
    can never overwrite the worker that replaced it.
@@ -37,7 +38,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, or_, select, text, update
 
 from webapp.extensions import db
 from webapp.models import Campaign, CampaignStatus, Message, MessageStatus, SenderNumber, Suppression, Team, utcnow
@@ -87,6 +88,18 @@ def now_utc() -> datetime:
     return utcnow()
 
 
+def _relax_commit() -> None:
+    """Let this transaction commit without waiting for PostgreSQL's WAL flush (fsync): for writes safe to lose.
+
+    Only the in-flight mark must be on disk before a POST (losing it could resend a message), and its
+    ordinary commit flushes every earlier write with it. A claim, a heartbeat, a budget reservation, a
+    release or a recorded reply lost with a crashed database server leaves rows unclaimed, claimed by a
+    dead token (released by the sweep) or in flight (unknown after the sweep, never resent).
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
 # --- claims ----------------------------------------------------------------------------------------
 
 
@@ -105,6 +118,7 @@ def claim(campaign_id: int, token: str, limit: int, now: datetime) -> list[int]:
         update(Message).where(Message.id.in_(due.scalar_subquery()), Message.claim_token.is_(None))
         .values(claim_token=token, claimed_at=now).returning(Message.id)
     ).all()
+    _relax_commit()
     db.session.commit()
     return sorted(ids)
 
@@ -118,6 +132,7 @@ def release(token: str, ids: list[int] | None = None, not_before: datetime | Non
     if not_before is not None:
         values["not_before"] = not_before
     count = db.session.execute(statement.values(**values)).rowcount
+    _relax_commit()
     db.session.commit()
     return count
 
@@ -155,6 +170,7 @@ def send_batch(campaign_id: int, *, client: MultitelClient | None = None, limite
     if not ids:
         return BatchReport(stopped="nothing due")
     db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(heartbeat_at=clock()))
+    _relax_commit()
     db.session.commit()
     totals = dict(claimed=len(ids), posted=0, accepted=0, held=0, opted_out=0)
     stopped, next_in = None, None
@@ -220,6 +236,7 @@ def _send_group(context: _Context, token: str, group: list[int], pool: ThreadPoo
     if not granted:
         return stop
     rows = rows[:granted]
+    _relax_commit()  # reserve_budget commits in this transaction; the in-flight mark's commit flushes it
     if not campaign_states.reserve_budget(context.campaign_id, sum(row.estimated_cost for row in rows)):
         return "budget cap", None
     in_flight = set(db.session.scalars(
@@ -372,6 +389,7 @@ def _record(context: _Context, token: str, rows: list, results: list[SendResult]
         db.session.execute(_accepted_update(token), accepted)
     db.session.execute(update(Campaign).where(Campaign.id == context.campaign_id).values(
         reserved_cost=Campaign.reserved_cost - released_cost + billed_delta, heartbeat_at=now))
+    _relax_commit()
     db.session.commit()
     if account_problem:
         campaign_states.pause(context.campaign_id, None, f"Paused by the provider's answer: {account_problem}")
