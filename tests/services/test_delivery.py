@@ -50,13 +50,17 @@ def test_an_unknown_word_is_not_applied(app, message):
 
 
 def test_matched_by_unique_id_when_the_reference_is_missing(app, message):
-    """No reference echoed: the provider's uniqueid finds the message; billed figures are kept."""
+    """No reference echoed: the provider's uniqueid finds the message; billed figures and the reason are kept."""
     team, message_id, _ = message
-    apply_callback(team.id, _callback(DeliveryState.FAILED, unique_id="u-1", parts=2, cost=Decimal("0.03")))
+    failed = ParsedCallback(unique_id="u-1", reference=None, state=DeliveryState.FAILED, raw_status="UNDELIV",
+                            cause_code="1", cost=Decimal("0.03"), parts=2)
+    apply_callback(team.id, failed)
+    apply_callback(team.id, _callback(DeliveryState.SENT, unique_id="u-1"))
     db.session.commit()
     row = db.session.get(Message, message_id)
     assert row.status is MessageStatus.UNDELIVERED
     assert (row.billed_parts, row.billed_cost) == (2, Decimal("0.03"))
+    assert row.error == "Not delivered: the provider reported UNDELIV (cause 1)"
 
 
 def test_another_teams_reference_matches_nothing(app, message):

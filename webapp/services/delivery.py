@@ -67,14 +67,24 @@ def apply_callback(team_id: int, parsed: ParsedCallback, at: datetime | None = N
     if parsed.cost is not None:
         values["billed_cost"] = parsed.cost
     if target is not None:
+        if target is MessageStatus.UNDELIVERED:  # say why, for the campaign page and the export
+            values["error"] = _undelivered_reason(parsed)
         moved = db.session.execute(
             update(Message).where(Message.id == message_id, Message.status.in_(_LOWER[parsed.state]))
             .values(status=target, sent_twice=Message.resent, **_final(target, at), **values)
         ).rowcount
         if moved:
             return message_id
+    values.pop("error", None)  # a late or duplicate report never rewrites the reason of a final state
     db.session.execute(update(Message).where(Message.id == message_id).values(**values))
     return message_id
+
+
+def _undelivered_reason(parsed: ParsedCallback) -> str:
+    """The provider's own words for a failed delivery: its status word and cause code, as reported."""
+    word = (parsed.raw_status or "undelivered").strip()[:100]
+    return f"Not delivered: the provider reported {word}" + (f" (cause {parsed.cause_code[:40]})"
+                                                              if parsed.cause_code else "")
 
 
 def _final(target: MessageStatus, at: datetime | None) -> dict:

@@ -43,8 +43,8 @@ from webapp.services.countries import country_choices
 COUNTRY_CHOICES = [SelectChoice(code, label) for code, label in country_choices()]
 
 ROLE_CHOICES = [
-    SelectChoice(Role.OWNER.value, "Owner — everything, including users and settings"),
-    SelectChoice(Role.ADMIN.value, "Admin — everything, including users and settings"),
+    SelectChoice(Role.OWNER.value, "Owner — everything; the only role that can add or disable owners"),
+    SelectChoice(Role.ADMIN.value, "Admin — everything, including users and settings, but not owners"),
     SelectChoice(Role.EDITOR.value, "Editor — uploads, composes and launches"),
     SelectChoice(Role.VIEWER.value, "Viewer — read-only"),
 ]
