@@ -8,19 +8,30 @@ wrapped in RQ's Retry: a re-run after a dead worker must not re-post (webapp.ser
 import logging
 
 from jobs import with_app
-from webapp.models import CampaignStatus, utcnow
+from webapp.extensions import db
+from webapp.models import Campaign, CampaignStatus, utcnow
 from webapp.services import campaign_states, recipients, sending
 
 logger = logging.getLogger(__name__)
+PREPARE_LOCK_SECONDS = 1800  # longer than freezing the biggest audience takes
 
 
 @with_app
 def prepare_campaign(campaign_id: int) -> bool:
-    """Freeze the audience into message rows, then queue the first batches."""
-    recipients.freeze(campaign_id)
-    from webapp.extensions import db
-    from webapp.models import Campaign
+    """Freeze the audience into message rows, then queue the first batches.
 
+    One preparation at a time per campaign (a Redis lock): freezing a million rows outlasts the sweep's
+    patience, and a second job copying the same audience only to roll back would double the load.
+    """
+    from webapp.queues import redis_connection
+
+    lock = redis_connection().lock(f"campaign:{campaign_id}:preparing", timeout=PREPARE_LOCK_SECONDS)
+    if not lock.acquire(blocking=False):
+        return False
+    try:
+        recipients.freeze(campaign_id)
+    finally:
+        lock.release()
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is not None and campaign.status is CampaignStatus.SENDING and campaign.prepared_at is not None:
         campaign_states.enqueue_batches(campaign_id)

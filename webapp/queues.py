@@ -25,7 +25,9 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-QUEUE_NAMES = ("imports", "sends", "default")
+# Workers take from these in order. "default" (sweeps, audience summaries) comes first: a sending
+# campaign keeps "sends" busy for hours, and the sweep that rescues campaigns must never wait behind it.
+QUEUE_NAMES = ("default", "imports", "sends")
 
 log = logging.getLogger(__name__)
 

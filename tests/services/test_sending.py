@@ -311,3 +311,80 @@ def test_the_frequency_cap_holds_out_recipients_messaged_recently(app, sandbox):
         campaign = db.session.get(Campaign, campaign_id)
         assert campaign.exclusions == {"frequency_cap": 1}
         assert campaign.recipients == 3
+
+
+def test_an_mms_campaign_sends_its_image_and_is_billed_as_estimated(app, sandbox):
+    """The stored image goes out base64 with every message; each is billed one MMS, as estimated."""
+    from tests.factories import PNG_1X1
+
+    team_id, user_id, _ = _team_on_sandbox(app, sandbox, contacts=0)
+    with app.app_context():
+        team = db.session.get(Team, team_id)
+        contacts = make_list(team)
+        for n in range(3):
+            make_contact(contacts, phone=f"+1415557{n:04d}", first_name="Ana")
+        sender = make_sender(team, "+14155550222")
+        campaign = make_campaign(team, [contacts], body="Look {{ first_name }}", sender=sender, image=PNG_1X1)
+        campaign.quiet_hours = False
+        db.session.commit()
+        campaign_id = campaign.id
+        campaign_states.launch(campaign_id, user_id)
+    _run_until_done(app, campaign_id)
+    with app.app_context():
+        sends = requests.get(f"{sandbox.url}/_sandbox/sends", timeout=10).json()
+        assert len(sends) == 3 and all(send["media_bytes"] == len(PNG_1X1) for send in sends)
+        rows = db.session.scalars(select(Message).where(Message.campaign_id == campaign_id)).all()
+        assert all(row.billed_cost == row.estimated_cost and row.is_mms for row in rows)
+
+
+def test_a_sender_deleted_before_the_freeze_fails_the_campaign_with_the_reason(app, sandbox):
+    """No crash loop: the campaign fails once, saying why, and nothing is created or sent."""
+    from webapp.models import SenderNumber
+
+    _, user_id, campaign_id = _team_on_sandbox(app, sandbox, contacts=3)
+    with app.app_context():
+        campaign_states.launch(campaign_id, user_id)
+        db.session.delete(db.session.get(SenderNumber, db.session.get(Campaign, campaign_id).sender_number_id))
+        db.session.commit()
+        assert recipients.freeze(campaign_id) is False
+        campaign = db.session.get(Campaign, campaign_id)
+        assert campaign.status is CampaignStatus.FAILED and "sender" in campaign.failed_reason
+        assert db.session.scalar(select(func.count()).where(Message.campaign_id == campaign_id)) == 0
+
+
+def test_a_year_long_retry_after_is_capped_by_the_backoff(app, sandbox):
+    """A 429 asking to wait 10^12 seconds parks the message for at most the backoff cap, and the batch
+    still records every outcome."""
+    _, user_id, campaign_id = _team_on_sandbox(app, sandbox, contacts=2)
+    requests.post(f"{sandbox.url}/_sandbox/config", json={"error_429_rate": 1.0, "retry_after": 10**12},
+                  timeout=10).raise_for_status()
+    with app.app_context():
+        campaign_states.launch(campaign_id, user_id)
+        recipients.freeze(campaign_id)
+        report = sending.send_batch(campaign_id)
+        assert report.posted == 2
+        latest = db.session.scalar(select(func.max(Message.not_before)).where(Message.campaign_id == campaign_id))
+        assert latest <= sending.now_utc() + timedelta(seconds=app.config["SEND_BACKOFF_CAP_SECONDS"] + 5)
+        assert _statuses(campaign_id) == {MessageStatus.CREATED: 2}
+
+
+def test_a_reply_that_arrives_after_the_sweep_called_it_unknown_is_still_taken(app, sandbox):
+    """The provider's acceptance is the truth even when late: unknown -> accepted, with its uniqueid."""
+    from webapp.provider.multitel import Outcome, SendResult
+
+    _, user_id, campaign_id = _team_on_sandbox(app, sandbox, contacts=1)
+    with app.app_context():
+        campaign_states.launch(campaign_id, user_id)
+        recipients.freeze(campaign_id)
+
+        class SlowClient:
+            """Stands for a reply that arrives after the sweep has given up on it."""
+
+            def send(self, **message):
+                _elsewhere(app, lambda: sending.recover(sending.now_utc() + timedelta(hours=1)))
+                return SendResult(Outcome.ACCEPTED, "queued", unique_id="late-u", parts=1, cost=Decimal("0.015"))
+
+        sending.send_batch(campaign_id, client=SlowClient())
+        row = db.session.scalar(select(Message).where(Message.campaign_id == campaign_id))
+        db.session.refresh(row)
+        assert (row.status, row.unique_id) == (MessageStatus.ACCEPTED, "late-u")

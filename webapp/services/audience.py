@@ -29,6 +29,7 @@ from webapp.models import (
     AudienceSummary,
     Campaign,
     CampaignList,
+    CampaignStatus,
     Contact,
     ContactList,
     Message,
@@ -362,9 +363,14 @@ def recently_messaged(team: Team, now: datetime | None = None) -> set[str]:
     if not team.frequency_cap_hours:
         return set()
     since = (now or utcnow()) - timedelta(hours=team.frequency_cap_hours)
-    return set(db.session.scalars(select(Message.phone).where(
+    sent = set(db.session.scalars(select(Message.phone).where(
         Message.team_id == team.id, Message.kind == MessageKind.CAMPAIGN, Message.sent_at >= since,
         Message.status.in_(SENT_STATUSES))))
+    # Also those about to get one: waiting in a campaign that is sending or paused right now.
+    waiting = set(db.session.scalars(select(Message.phone).join(Campaign, Campaign.id == Message.campaign_id).where(
+        Message.team_id == team.id, Message.kind == MessageKind.CAMPAIGN, Message.status == MessageStatus.CREATED,
+        Campaign.status.in_((CampaignStatus.SENDING, CampaignStatus.PAUSED)))))
+    return sent | waiting
 
 
 def recipient_messages(campaign: Campaign, excluded: Counter | None = None, held_out: frozenset[str] = frozenset()):

@@ -104,7 +104,7 @@ def launch(campaign_id: int, user_id: int | None, at: datetime | None = None) ->
         if not _move(campaign_id, (CampaignStatus.DRAFT,), CampaignStatus.SCHEDULED,
                      scheduled_at=at.astimezone(UTC).replace(tzinfo=None), **frozen):
             _refuse(campaign_id, "scheduled")
-        audit(campaign_id, user_id, "scheduled", f"for {at.isoformat(timespec='minutes')}")
+        audit(campaign_id, user_id, "scheduled", f"for {at:%Y-%m-%d %H:%M} {at.tzname()}")
         db.session.commit()
         _enqueue("jobs.sending.start_campaign", campaign_id, at=at)
         return CampaignStatus.SCHEDULED
@@ -200,19 +200,37 @@ def fail(campaign_id: int, reason: str) -> bool:
 
 
 def complete_if_done(campaign_id: int) -> bool:
-    """SENDING -> COMPLETED once no message is waiting or in flight."""
-    waiting = db.session.scalar(select(func.count()).select_from(Message).where(
-        Message.campaign_id == campaign_id, Message.status.in_((MessageStatus.CREATED, MessageStatus.SENDING))))
-    if waiting:
+    """SENDING -> COMPLETED once no message is waiting or in flight (checked in the same UPDATE, so a
+    resend adding rows at that moment either keeps it sending or reopens it; see resend_unconfirmed)."""
+    waiting = (select(Message.id).where(Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN,
+                                        Message.status.in_((MessageStatus.CREATED, MessageStatus.SENDING)))
+               .exists())
+    done = db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.SENDING,
+                               Campaign.prepared_at.is_not(None), ~waiting)
+        .values(status=CampaignStatus.COMPLETED, finished_at=utcnow(), updated_at=utcnow())
+    ).rowcount
+    if not done:
+        db.session.rollback()
         return False
-    done = _move(campaign_id, (CampaignStatus.SENDING,), CampaignStatus.COMPLETED, finished_at=utcnow())
-    campaign = db.session.get(Campaign, campaign_id)
-    if done and campaign.prepared_at is not None:
-        audit(campaign_id, None, "completed")
-        db.session.commit()
-        return True
-    db.session.rollback()
-    return False
+    audit(campaign_id, None, "completed")
+    db.session.commit()
+    return True
+
+
+def reopen_if_waiting(campaign_id: int) -> bool:
+    """COMPLETED -> SENDING when rows still wait to be sent (the safety net behind complete_if_done)."""
+    waiting = (select(Message.id).where(Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN,
+                                        Message.status == MessageStatus.CREATED).exists())
+    if not db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.COMPLETED, waiting)
+        .values(status=CampaignStatus.SENDING, finished_at=None, updated_at=utcnow())
+    ).rowcount:
+        db.session.rollback()
+        return False
+    audit(campaign_id, None, "reopened", "messages were still waiting to be sent")
+    db.session.commit()
+    return True
 
 
 def sending_problem(campaign: Campaign) -> str | None:
@@ -248,8 +266,13 @@ def resend_unconfirmed(campaign_id: int, user_id: int | None, now: datetime | No
     if campaign.status not in (CampaignStatus.SENDING, CampaignStatus.PAUSED, CampaignStatus.COMPLETED):
         raise CampaignProblem(f"The campaign is {campaign.status}; only a sending, paused or completed campaign "
                               "can resend unconfirmed messages.")
+    # Take the campaign row first (and reopen a completed one), so completion can't slip in between.
+    if not _move(campaign_id, (CampaignStatus.SENDING, CampaignStatus.COMPLETED), CampaignStatus.SENDING,
+                 finished_at=None) and not _move(campaign_id, (CampaignStatus.PAUSED,), CampaignStatus.PAUSED):
+        _refuse(campaign_id, "resent")
     originals = db.session.scalars(unconfirmed(campaign_id, now).with_for_update()).all()
     if not originals:
+        db.session.rollback()
         return 0
     ids = [original.id for original in originals]
     marked = db.session.execute(update(Message).where(Message.id.in_(ids), Message.resent.is_(False),
@@ -264,8 +287,6 @@ def resend_unconfirmed(campaign_id: int, user_id: int | None, now: datetime | No
             phone=original.phone, sender=original.sender, text=original.text, encoding=original.encoding,
             parts=original.parts, estimated_cost=original.estimated_cost, is_mms=original.is_mms,
             resend_of_id=original.id))
-    if campaign.status is CampaignStatus.COMPLETED:
-        _move(campaign_id, (CampaignStatus.COMPLETED,), CampaignStatus.SENDING, finished_at=None)
     audit(campaign_id, user_id, "resent unconfirmed", f"{len(originals)} messages")
     db.session.commit()
     if db.session.get(Campaign, campaign_id).status is CampaignStatus.SENDING:

@@ -68,6 +68,9 @@ def _set_audience(campaign: Campaign, list_ids: list[int]) -> None:
 
 
 def _require_draft(campaign: Campaign) -> None:
+    """Refuse changes unless the campaign is a draft, reading its state afresh and, on PostgreSQL, locking
+    the row until this change commits: a launch that commits first is seen, one that comes after waits."""
+    db.session.refresh(campaign, attribute_names=["status"], with_for_update=True)
     if not campaign.status.is_editable:
         raise DraftProblem(f"This campaign is {campaign.status.value}; only a draft can be changed.")
 

@@ -19,7 +19,7 @@ from webapp.provider import segments
 from webapp.provider.gsm_equivalents import EQUIVALENTS, to_gsm7
 from webapp.services.csvfiles import field_names
 from webapp.services.phones import Rejection, normalize
-from webapp.services.templating import BUILTIN_FIELDS, CompiledTemplate, check
+from webapp.services.templating import BUILTIN_FIELDS, MAX_TEMPLATE_CHARS, CompiledTemplate, check
 
 FOOTER_SEPARATOR = "\n"
 MAX_TEST_NUMBERS = 10
@@ -153,6 +153,7 @@ def measure_message(
     template, errors, warnings = check(body, known)
     footer = footer_for(team, include_footer)
     if template is None:
+        body = body[:MAX_TEMPLATE_CHARS]  # refused anyway: measure no more than a template may hold
         rendered, used, missing, literal = body, (), (), body
         unknown: list[str] = []
     else:

@@ -29,6 +29,7 @@ from webapp.models import (
     utcnow,
 )
 from webapp.services.audience import recently_messaged, recipient_messages
+from webapp.services.campaign_states import fail, sending_problem
 from webapp.services.quiet_hours import zones_for
 
 CHUNK = 5_000  # rows per INSERT or COPY write
@@ -41,6 +42,10 @@ def freeze(campaign_id: int, now: datetime | None = None) -> bool:
     """Create the campaign's message rows once; False when it was already done or is not sending."""
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None or campaign.status is not CampaignStatus.SENDING or campaign.prepared_at is not None:
+        return False
+    problem = sending_problem(campaign)
+    if problem:  # its sender or lists were deleted since launch: it can't go on, and says why
+        fail(campaign_id, problem)
         return False
     now = now or utcnow()
     team = db.session.get(Team, campaign.team_id)

@@ -35,15 +35,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 from flask import current_app
 from sqlalchemy import and_, bindparam, case, exists, func, or_, select, text, update
 
 from webapp.extensions import db
-from webapp.models import Campaign, CampaignStatus, Message, MessageStatus, SenderNumber, Suppression, Team, utcnow
+from webapp.models import (
+    Campaign,
+    CampaignStatus,
+    Message,
+    MessageKind,
+    MessageStatus,
+    SenderNumber,
+    Suppression,
+    Team,
+    utcnow,
+)
 from webapp.provider.multitel import MultitelClient, Outcome, SendResult
 from webapp.services import campaign_states
+from webapp.services.campaigns import image_path
 from webapp.services.quiet_hours import Window
 from webapp.services.quiet_hours import check as quiet_check
 from webapp.services.ratelimit import RateLimiter
@@ -107,7 +117,8 @@ def claim(campaign_id: int, token: str, limit: int, now: datetime) -> list[int]:
     """Write `token` on up to `limit` due CREATED rows of the campaign; return their ids, oldest first."""
     due = (
         select(Message.id)
-        .where(Message.campaign_id == campaign_id, Message.status == MessageStatus.CREATED,
+        .where(Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN,
+               Message.status == MessageStatus.CREATED,
                Message.claim_token.is_(None), or_(Message.not_before.is_(None), Message.not_before <= now))
         .order_by(Message.id)
         .limit(limit)
@@ -161,9 +172,13 @@ def send_batch(campaign_id: int, *, client: MultitelClient | None = None, limite
     if limiter is None:
         limiter = team_limiter(team)
     sender = db.session.get(SenderNumber, campaign.sender_number_id).number
+    media = _media(campaign)
+    if campaign.is_mms and media is None:
+        campaign_states.fail(campaign_id, "Its image is missing from the server; the MMS can't be sent.")
+        return BatchReport(stopped="image missing")
     context = _Context(campaign_id=campaign_id, team_id=team.id, team_zone=team.timezone or "UTC",
                        window=campaign_states.window_of(campaign) if campaign.quiet_hours else None,
-                       sender=sender, notify_url=notify_url(team), media=_media(campaign),
+                       sender=sender, notify_url=notify_url(team), media=media,
                        settings=settings, client=client, limiter=limiter, clock=clock)
     token = secrets.token_hex(16)
     ids = claim(campaign_id, token, settings.batch_size, clock())
@@ -174,15 +189,18 @@ def send_batch(campaign_id: int, *, client: MultitelClient | None = None, limite
     db.session.commit()
     totals = dict(claimed=len(ids), posted=0, accepted=0, held=0, opted_out=0)
     stopped, next_in = None, None
-    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send") as pool:
-        for start in range(0, len(ids), settings.concurrency):
-            group = ids[start:start + settings.concurrency]
-            outcome = _send_group(context, token, group, pool, totals)
-            if outcome is not None:
-                stopped, next_in = outcome
-                release(token, ids[start:])
-                break
-    release(token)  # anything left claimed (held rows were released with their hold already)
+    try:
+        with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send") as pool:
+            for start in range(0, len(ids), settings.concurrency):
+                group = ids[start:start + settings.concurrency]
+                outcome = _send_group(context, token, group, pool, totals)
+                if outcome is not None:
+                    stopped, next_in = outcome
+                    break
+    finally:
+        # Rows still claimed were never marked in flight: give them back now rather than at the sweep.
+        db.session.rollback()
+        release(token)
     return BatchReport(**totals, stopped=stopped, next_in=next_in)
 
 
@@ -202,9 +220,12 @@ class _Context:
 
 
 def _media(campaign: Campaign) -> bytes | None:
-    if not campaign.image_name:
+    """The MMS image's bytes (where the draft page stored it), or None without one or when it is gone."""
+    path = image_path(campaign, current_app.config["UPLOAD_FOLDER"])
+    try:
+        return path.read_bytes() if path is not None else None
+    except OSError:
         return None
-    return (Path(current_app.config["UPLOAD_FOLDER"]) / campaign.image_name).read_bytes()
 
 
 def team_limiter(team: Team) -> RateLimiter:
@@ -329,22 +350,29 @@ def _backoff(settings: _Settings, attempts: int, retry_after: float | None) -> f
     """Exponential backoff with full jitter; never sooner than the provider's Retry-After."""
     ceiling = min(settings.backoff_cap, settings.backoff_base * (2 ** max(0, attempts - 1)))
     delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
-    return max(delay, retry_after or 0.0)
+    return max(delay, min(retry_after or 0.0, settings.backoff_cap))  # a year-long Retry-After is not obeyed
 
 
 def _accepted_update(token: str):
     """Record an accepted row (executemany: b_id, b_unique_id, b_pid, b_parts, b_cost), guarded by the claim.
 
     A fast callback may have moved the row on already (webapp.services.delivery): keep its status and the
-    billed figures it brought, and add what only the reply carries.
+    billed figures it brought, and add what only the reply carries. A reply so slow that the sweep already
+    called the row unknown (its claim cleared) is still the provider's word that it was sent: take it, and
+    if a person had resent it meanwhile, count the message as sent twice.
     """
     table = Message.__table__
+    was_unknown = table.c.status == MessageStatus.UNKNOWN
     return (
         update(table)
-        .where(table.c.id == bindparam("b_id"), table.c.claim_token == token,
-               or_(*(table.c.status == status for status in AFTER_ACCEPTED)))  # IN () can't be executemany
+        .where(table.c.id == bindparam("b_id"),
+               or_(and_(table.c.claim_token == token,
+                        or_(*(table.c.status == status for status in AFTER_ACCEPTED))),  # IN () can't executemany
+                   was_unknown))
         .values(claim_token=None, claimed_at=None, error=None,
-                status=case((table.c.status == MessageStatus.SENDING, MessageStatus.ACCEPTED), else_=table.c.status),
+                sent_twice=case((was_unknown, table.c.resent), else_=table.c.sent_twice),
+                status=case((or_(table.c.status == MessageStatus.SENDING, was_unknown), MessageStatus.ACCEPTED),
+                            else_=table.c.status),
                 unique_id=bindparam("b_unique_id"), pid=bindparam("b_pid"),
                 billed_parts=func.coalesce(table.c.billed_parts, bindparam("b_parts", type_=table.c.billed_parts.type)),
                 billed_cost=func.coalesce(table.c.billed_cost, bindparam("b_cost", type_=table.c.billed_cost.type)))
@@ -403,7 +431,8 @@ def _record(context: _Context, token: str, rows: list, results: list[SendResult]
 def next_due(campaign_id: int, now: datetime) -> tuple[int, datetime | None, int]:
     """(unclaimed rows due now, the earliest later not_before, rows in flight) of a campaign."""
     due = db.session.scalar(select(func.count()).select_from(Message).where(
-        Message.campaign_id == campaign_id, Message.status == MessageStatus.CREATED, Message.claim_token.is_(None),
+        Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN,
+        Message.status == MessageStatus.CREATED, Message.claim_token.is_(None),
         or_(Message.not_before.is_(None), Message.not_before <= now)))
     later = db.session.scalar(select(func.min(Message.not_before)).where(
         Message.campaign_id == campaign_id, Message.status == MessageStatus.CREATED, Message.not_before > now))
@@ -456,6 +485,10 @@ def recover(now: datetime | None = None) -> Recovery:
             started.append(campaign_id)
     restarted, completed = [], []
     quiet_since = now - timedelta(seconds=config["SEND_STALL_SECONDS"])
+    finished_since = now - timedelta(days=2)
+    for campaign_id in db.session.scalars(select(Campaign.id).where(
+            Campaign.status == CampaignStatus.COMPLETED, Campaign.finished_at >= finished_since)).all():
+        campaign_states.reopen_if_waiting(campaign_id)
     for campaign in db.session.scalars(select(Campaign).where(Campaign.status == CampaignStatus.SENDING)).all():
         if campaign.prepared_at is None:
             if campaign.id in started or (campaign.launched_at or now) <= quiet_since:
