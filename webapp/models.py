@@ -527,6 +527,9 @@ class Message(db.Model):
         Index("ix_message_team_unique_id", "team_id", "unique_id"),
         # The claim query: a campaign's CREATED rows in id order.
         Index("ix_message_campaign_status_id", "campaign_id", "status", "id"),
+        # The recovery sweep, every 15 s: rows in flight too long, and claims too old (no full scan).
+        Index("ix_message_status_sent_at", "status", "sent_at"),
+        Index("ix_message_status_claimed_at", "status", "claimed_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -209,6 +209,8 @@ def upgrade():
     with op.batch_alter_table('message', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_message_campaign_id'), ['campaign_id'], unique=False)
         batch_op.create_index('ix_message_campaign_status_id', ['campaign_id', 'status', 'id'], unique=False)
+        batch_op.create_index('ix_message_status_sent_at', ['status', 'sent_at'], unique=False)
+        batch_op.create_index('ix_message_status_claimed_at', ['status', 'claimed_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_team_id'), ['team_id'], unique=False)
         batch_op.create_index('ix_message_team_unique_id', ['team_id', 'unique_id'], unique=False)
 
@@ -265,6 +267,8 @@ def downgrade():
         batch_op.drop_index('ix_message_team_unique_id')
         batch_op.drop_index(batch_op.f('ix_message_team_id'))
         batch_op.drop_index('ix_message_campaign_status_id')
+        batch_op.drop_index('ix_message_status_sent_at')
+        batch_op.drop_index('ix_message_status_claimed_at')
         batch_op.drop_index(batch_op.f('ix_message_campaign_id'))
 
     op.drop_table('message')

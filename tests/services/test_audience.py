@@ -186,3 +186,15 @@ def test_a_stopped_worker_marks_the_summary_failed(team):
     audience.mark_stopped(summary.id, "The worker stopped.")
     db.session.refresh(summary)
     assert summary.status is SummaryStatus.FAILED and summary.error == "The worker stopped."
+
+
+def test_a_summary_is_redone_when_contacts_or_opt_outs_change(team):
+    """The launch confirmation never shows figures from before an import or an opt-out."""
+    contacts = make_list(team)
+    make_contact(contacts, phone="+14155550101", first_name="Ana")
+    campaign = make_campaign(team, [contacts], body="Hi {{ first_name | default(\"there\") }}")
+    before = audience.fingerprint(campaign)
+    make_contact(contacts, phone="+14155550102", first_name="Bo")
+    after_import = audience.fingerprint(campaign)
+    make_suppression(team, "+14155550101")
+    assert len({before, after_import, audience.fingerprint(campaign)}) == 3

@@ -102,11 +102,17 @@ def _setup(campaign: Campaign) -> _Setup:
 
 
 def fingerprint(campaign: Campaign) -> str:
-    """What the summary depends on besides the contacts: a new one is needed when it changes."""
+    """What the summary depends on: a new one is needed when the message, the prices, the lists' contacts,
+    the opt-outs or the frequency cap change (counts and highest ids tell an added or removed row)."""
     team = db.session.get(Team, campaign.team_id)
     prices = team_prices(team)
+    contacts = db.session.execute(select(func.count(Contact.id), func.max(Contact.id))
+                                  .where(Contact.list_id.in_(campaign.list_ids))).one()
+    opt_outs = db.session.execute(select(func.count(Suppression.id), func.max(Suppression.id))
+                                  .where(Suppression.team_id == team.id)).one()
     material = [campaign.body, footer_for(team, campaign.include_footer), campaign.list_ids, campaign.is_mms,
-                str(prices.per_part), sorted((k, str(v)) for k, v in prices.by_country.items()), str(prices.mms)]
+                str(prices.per_part), sorted((k, str(v)) for k, v in prices.by_country.items()), str(prices.mms),
+                list(contacts), list(opt_outs), team.frequency_cap_hours]
     return hashlib.sha256(json.dumps(material, ensure_ascii=False).encode()).hexdigest()
 
 
