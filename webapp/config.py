@@ -88,7 +88,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SEND_RATE_DEFAULT": float(_env("SEND_RATE_DEFAULT", "10")),
         "SEND_JOB_TIMEOUT": int(_env("SEND_JOB_TIMEOUT", "600")),
         "SEND_IN_FLIGHT_SECONDS": int(_env("SEND_IN_FLIGHT_SECONDS", "120")),
-        "SEND_STALL_SECONDS": int(_env("SEND_STALL_SECONDS", "60")),
+        "SEND_STALL_SECONDS": int(_env("SEND_STALL_SECONDS", "180")),
         # How long an unknown message waits for a callback before "resend unconfirmed" is offered.
         "UNCONFIRMED_GRACE_SECONDS": int(_env("UNCONFIRMED_GRACE_SECONDS", "3600")),
         # Unmatched status callbacks kept per team; beyond it the oldest expire (counted on the team).
