@@ -237,14 +237,14 @@ def test_pause_resume_and_cancel_through_the_buttons(app, client, setup):
     assert "Paused." in page and 'id="paused-reason"' in page and "Paused by ed@example.com." in page
     assert 'id="resume"' in page and 'id="pause"' not in page
     assert _campaign(app, setup["campaign"]).status is CampaignStatus.PAUSED
-    assert "hx-trigger" not in page.split('id="campaign-status"')[1].split(">")[0]  # paused: no polling
+    assert 'hx-trigger="every 10s"' in page.split('id="campaign-status"')[1].split(">")[0]  # paused: slower
 
     page = client.post(f"{url}/resume", follow_redirects=True).get_data(as_text=True)
     assert "Resumed from where it stopped." in page
     assert _campaign(app, setup["campaign"]).status is CampaignStatus.SENDING
 
     page = client.post(f"{url}/cancel", follow_redirects=True).get_data(as_text=True)
-    assert "Cancelled: 0 messages will not be sent." in page
+    assert "Cancelled before sending started: nothing was sent." in page  # the audience was never frozen
     assert _campaign(app, setup["campaign"]).status is CampaignStatus.CANCELLED
     assert 'id="campaign-actions"' not in page
     assert [action for action, _ in _audit(app, setup["campaign"])] == [
@@ -344,7 +344,8 @@ def test_the_budget_cap_can_be_raised_on_a_paused_campaign(app, client, setup):
 
 def test_the_whole_campaign_through_the_pages_against_the_sandbox(app, client, setup, sandbox):
     """Launch, let the jobs send through the sandbox: the fragment shows every message accepted, the
-    spend billed, the engine's 'completed' in the log in the team's zone, and stops polling."""
+    spend billed, the engine's 'completed' in the log in the team's zone, and polls every 10 s while the
+    accepted messages await their delivery reports."""
     _launch(client, setup["campaign"])
     status_url = f"/campaigns/{setup['campaign']}/status"
     fragment = client.get(status_url).get_data(as_text=True)
@@ -355,7 +356,7 @@ def test_the_whole_campaign_through_the_pages_against_the_sandbox(app, client, s
             break
     fragment = client.get(status_url).get_data(as_text=True)
     assert '<span id="campaign-state" class="badge badge-ok" aria-live="polite">completed</span>' in fragment
-    assert "hx-trigger" not in fragment
+    assert _trigger(fragment) == "every 10s"  # the sandbox's reports can't reach this test client
     assert '<dd id="count-accepted">4</dd>' in fragment and "4 of 4 messages dealt with." in fragment
     assert '<td class="num" id="spend-billed">0.0600 USD</td>' in fragment
     with app.app_context():
@@ -389,8 +390,9 @@ def test_a_failed_campaign_says_why_and_offers_nothing(app, client, setup):
         campaign_states.fail(setup["campaign"], "Its sender number was deleted.")
     page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
     assert "It can't go on: Its sender number was deleted." in page
-    assert 'id="campaign-actions"' not in page and 'hx-trigger="every 2s"' not in page
+    assert 'id="campaign-actions"' not in page and "hx-trigger" not in page.split('id="campaign-status"')[1]
     assert ("failed", "engine") in _audit(app, setup["campaign"])
+    assert "counted when sending starts" not in page  # it never started: nothing is still to be counted
 
 
 def test_a_draft_page_is_the_composer_and_a_launched_page_is_not(app, client, setup):
@@ -435,3 +437,135 @@ def test_another_team_gets_404(app, client, auth, setup, action):
         assert client.get(f"/campaigns/{setup['campaign']}{path}").status_code == 404
     assert client.post(f"/campaigns/{setup['campaign']}/{action}").status_code == 404
     assert _campaign(app, setup["campaign"]).status is CampaignStatus.DRAFT
+
+
+# --- polling, stale texts and a cancelled or never-started campaign ---------------------------------------
+
+
+def _trigger(fragment: str) -> str | None:
+    """The status fragment's hx-trigger, or None when it no longer polls."""
+    opening = fragment.split('id="campaign-status"')[1].split(">")[0]
+    return opening.split('hx-trigger="')[1].split('"')[0] if "hx-trigger" in opening else None
+
+
+def _finish(app, campaign_id, status: MessageStatus, hours_ago: float = 0) -> None:
+    """Freeze the audience, give every message `status`, and mark the campaign completed `hours_ago`."""
+    with app.app_context():
+        recipients.freeze(campaign_id)
+        db.session.execute(update(Message).where(Message.campaign_id == campaign_id).values(status=status))
+        db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(
+            status=CampaignStatus.COMPLETED,
+            finished_at=datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=hours_ago)))
+        db.session.commit()
+
+
+@pytest.mark.parametrize(("status", "hours_ago", "trigger"), [
+    (MessageStatus.ACCEPTED, 1, "every 10s"),  # delivery reports still to come: slower polling
+    (MessageStatus.SENDING, 47, "every 10s"),
+    (MessageStatus.ACCEPTED, 49, None),  # ended two days ago: a reload shows any late report
+    (MessageStatus.DELIVERED, 0, None),  # every message final: nothing can change
+    (MessageStatus.UNKNOWN, 0, None),
+])
+def test_a_completed_campaign_polls_slower_while_reports_are_awaited(app, client, setup, status, hours_ago, trigger):
+    """Completed with messages only accepted or in flight, ended under 48 h ago: every 10 s; else no polling."""
+    _launch(client, setup["campaign"])
+    _finish(app, setup["campaign"], status, hours_ago)
+    assert _trigger(client.get(f"/campaigns/{setup['campaign']}/status").get_data(as_text=True)) == trigger
+    assert _trigger(client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)) == trigger
+
+
+def test_a_test_send_awaiting_its_report_does_not_keep_a_campaign_polling(app, client, setup):
+    """Only the campaign's own messages count: a test send left accepted is not awaited."""
+    _launch(client, setup["campaign"])
+    _finish(app, setup["campaign"], MessageStatus.DELIVERED)
+    with app.app_context():
+        db.session.add(Message(team_id=setup["team"], campaign_id=setup["campaign"], kind=MessageKind.TEST,
+                               phone="+14155550901", text="Hi", encoding=Encoding.GSM7, parts=1,
+                               estimated_cost=Decimal("0.015"), status=MessageStatus.ACCEPTED))
+        db.session.commit()
+    assert _trigger(client.get(f"/campaigns/{setup['campaign']}/status").get_data(as_text=True)) is None
+
+
+def test_the_polled_fragment_clears_the_budget_form_once_final(app, client, setup):
+    """While sending, the cap form is on the page; the fragment of a completed campaign removes it out of
+    band, and the page itself has no form and no stale 'then sending starts'."""
+    page = _launch(client, setup["campaign"], follow_redirects=True).get_data(as_text=True)
+    assert "Save the budget cap" in page and "then sending starts" not in page
+    assert 'hx-swap-oob' not in client.get(f"/campaigns/{setup['campaign']}/status").get_data(as_text=True)
+    _finish(app, setup["campaign"], MessageStatus.DELIVERED)
+    fragment = client.get(f"/campaigns/{setup['campaign']}/status").get_data(as_text=True)
+    assert '<div id="budget-cap-form" hx-swap-oob="true"></div>' in fragment
+    page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
+    assert "Save the budget cap" not in page and 'hx-swap-oob' not in page and 'id="budget-cap-form"' in page
+
+
+def test_a_cancelled_scheduled_campaign_says_nothing_was_sent(app, client, setup):
+    """Scheduled, then cancelled: no leading comma in the times, 'nothing was sent' in the flash and the log,
+    no 'counted when sending starts', and the review's estimate as the estimated total."""
+    client.get(f"/campaigns/{setup['campaign']}/launch")  # the review computes the audience summary
+    _launch(client, setup["campaign"], when="later", send_date="2030-07-01", send_time="09:30")
+    page = client.post(f"/campaigns/{setup['campaign']}/cancel", follow_redirects=True).get_data(as_text=True)
+    assert "Cancelled before sending started: nothing was sent." in page
+    assert "0 messages will not be sent" not in page and "0 messages not sent" not in page
+    assert ", ended" not in page and "Ended " in page and ", before sending started (America/New_York)." in page
+    assert "counted when sending starts" not in page
+    assert "none: it ended before the audience was counted" in page
+    assert '<td class="num" id="spend-estimated">0.0600 USD</td>' in page and "Estimated total (from the audience" in page
+    assert "cancelled before sending started: nothing was sent</td>" in page
+    assert _trigger(page) is None
+
+
+def test_cancelling_a_sending_campaign_says_what_was_and_was_not_sent(app, client, setup):
+    """Two messages accepted, two waiting: the flash counts both."""
+    _launch(client, setup["campaign"])
+    with app.app_context():
+        recipients.freeze(setup["campaign"])
+        ids = db.session.scalars(select(Message.id).where(Message.campaign_id == setup["campaign"])
+                                 .order_by(Message.id).limit(2)).all()
+        db.session.execute(update(Message).where(Message.id.in_(ids)).values(status=MessageStatus.ACCEPTED))
+        db.session.commit()
+    page = client.post(f"/campaigns/{setup['campaign']}/cancel", follow_redirects=True).get_data(as_text=True)
+    assert "Cancelled: 2 messages will not be sent; 2 had been sent." in page
+    assert "cancelled: 2 messages not sent" in page  # the log's own detail, once messages existed
+    assert _trigger(page) == "every 10s"  # the two accepted still await their reports
+
+
+def test_the_estimated_total_before_and_after_the_audience_is_frozen(app, client, setup):
+    """Just launched: the review's estimate, marked as such; frozen: the sum over the messages."""
+    client.get(f"/campaigns/{setup['campaign']}/launch")
+    _launch(client, setup["campaign"])
+    page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
+    assert "Estimate for every message" not in page
+    assert "Estimated total (from the audience summary" in page and 'id="spend-estimated">0.0600 USD<' in page
+    with app.app_context():
+        recipients.freeze(setup["campaign"])
+    page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
+    assert "<th scope=\"row\">Estimated total</th>" in page and 'id="spend-estimated">0.0600 USD<' in page
+
+
+def test_launched_without_a_summary_says_the_estimate_comes_later(app, client, setup):
+    """No audience summary yet and not frozen: 'counted when sending starts', never 0.0000."""
+    _launch(client, setup["campaign"])
+    page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
+    assert 'id="spend-estimated">counted when sending starts<' in page
+
+
+def test_the_schedule_is_logged_readably_in_the_team_zone(app, client, setup):
+    """The log says 'scheduled: for 2030-07-01 09:30 EDT', not an ISO timestamp."""
+    _launch(client, setup["campaign"], when="later", send_date="2030-07-01", send_time="09:30")
+    page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
+    assert "scheduled: for 2030-07-01 09:30 EDT</td>" in page and "T09:30" not in page
+
+
+def test_a_viewer_sees_no_budget_form_nor_resend_button(app, client, auth, setup):
+    """A viewer watching a paused campaign with unconfirmed messages: text, no forms."""
+    _launch(client, setup["campaign"])
+    _freeze_and_make_unknown(app, setup["campaign"], 1, hours_ago=2)
+    client.post(f"/campaigns/{setup['campaign']}/pause")
+    auth.logout()
+    auth.login("viewer@example.com")
+    page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
+    assert "1 message unconfirmed." in page
+    main = page.split('<main id="main"')[1].split("</main>")[0]
+    assert "<form" not in main and "<button" not in main
+    assert 'id="resend"' not in page and "Save the budget cap" not in page and 'id="resume"' not in page

@@ -1,7 +1,7 @@
 """Campaigns: drafts (audience, message, sender, image, footer; preview, summary, test sends), the launch
 confirmation, and a launched campaign's page (state, live counts, actions, audit log)."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
@@ -21,6 +21,7 @@ from webapp.models import (
     MessageStatus,
     MessageTemplate,
     SenderNumber,
+    utcnow,
 )
 from webapp.services import audience, campaign_states, campaigns, compose
 from webapp.services.teams import team_credentials
@@ -65,6 +66,8 @@ def new():
     """Name, audience, template and sender of a new draft."""
     form = CampaignForm(formdata=None)
     _choices(form)
+    if len(form.sender_number_id.choices) == 2:  # the team's only sender: nothing to choose
+        form.sender_number_id.data = form.sender_number_id.choices[1].value
     return render_template("campaigns/new.html", form=form, errors=[])
 
 
@@ -249,8 +252,14 @@ def test_send(campaign_id: int):
 
 # --- launching and steering a campaign (issue 10) ---------------------------------------------------
 
-# The page polls its status fragment only while something can change by itself.
+# The page polls its status fragment while something can change by itself: every 2 s while it sends or
+# waits for its time; every 10 s while paused, or while a finished campaign's messages still await their
+# delivery reports (for 48 hours after it ended: later reports are rare, and a reload shows them).
 LIVE = (CampaignStatus.SENDING, CampaignStatus.SCHEDULED)
+FINAL = (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.FAILED)
+AWAITING_REPORT = (MessageStatus.ACCEPTED, MessageStatus.SENDING)
+LIVE_POLL_SECONDS, SLOW_POLL_SECONDS = 2, 10
+REPORTS_AWAITED_FOR = timedelta(hours=48)
 AUDIT_SHOWN = 100
 
 
@@ -359,16 +368,34 @@ def launch(campaign_id: int):
     if form.quiet_hours.data:
         campaign.quiet_start, campaign.quiet_end = f"{form.quiet_start.data:%H:%M}", f"{form.quiet_end.data:%H:%M}"
     try:  # the caps are written in the same transaction as launch's guarded UPDATE, or not at all
-        status = campaign_states.launch(campaign.id, current_user.id, at=form.send_at())
+        at = form.send_at()  # in the team's zone, so the log reads "for 2030-07-01 09:30 EDT"
+        status = campaign_states.launch(campaign.id, current_user.id, at=at and at.astimezone(_team_zone()))
     except campaign_states.CampaignProblem as problem:
         db.session.rollback()
         flash(str(problem), "warning")
         return _back(campaign_id)
     if status is CampaignStatus.SCHEDULED:
         flash(f"Scheduled for {_team_time(campaign.scheduled_at)} ({_team_zone().key}).", "success")
-    else:
-        flash("Launched: the audience is being frozen, then sending starts.", "success")
+    else:  # no "then sending starts": the flash stays on screen while the polled state moves on
+        flash("Launched.", "success")
     return _back(campaign_id)
+
+
+def _poll_seconds(campaign: Campaign) -> int | None:
+    """How often the page asks for fresh counts, or None to stop (see LIVE)."""
+    if campaign.status in LIVE:
+        return LIVE_POLL_SECONDS
+    if campaign.status is CampaignStatus.PAUSED:
+        return SLOW_POLL_SECONDS
+    if (campaign.status in FINAL and campaign.finished_at is not None
+            and utcnow() - campaign.finished_at < REPORTS_AWAITED_FOR):
+        # One probe of ix_message_campaign_status_id, not a count: is any message still without its final state?
+        awaiting = db.session.scalar(
+            select(Message.id).where(Message.campaign_id == campaign.id, Message.status.in_(AWAITING_REPORT),
+                                     Message.kind == MessageKind.CAMPAIGN).limit(1))
+        if awaiting is not None:
+            return SLOW_POLL_SECONDS
+    return None
 
 
 def _status_context(campaign: Campaign) -> dict:
@@ -405,7 +432,10 @@ def _status_context(campaign: Campaign) -> dict:
         "percent": round((total - waiting) / total * 100) if total else 0,
         "billed": billed, "estimated": estimated, "held": held, "held_until": held_until, "sent_twice": sent_twice,
         "unconfirmed": unconfirmed, "grace_minutes": current_app.config["UNCONFIRMED_GRACE_SECONDS"] // 60,
-        "audit": audit, "live": campaign.status in LIVE, "currency": current_user.team.currency,
+        "audit": audit, "poll_seconds": _poll_seconds(campaign), "currency": current_user.team.currency,
+        "final": campaign.status in FINAL,
+        # Before the audience is frozen there are no rows to add up: the review's estimate stands in.
+        "summary": audience.latest_summary(campaign) if campaign.prepared_at is None else None,
     }
 
 
@@ -414,7 +444,7 @@ def _status_context(campaign: Campaign) -> dict:
 def status(campaign_id: int):
     """The campaign's state, counts, actions and log (the fragment the page polls while it sends)."""
     campaign = team_get_or_404(Campaign, campaign_id)
-    return render_template("campaigns/_status.html", campaign=campaign, **_status_context(campaign))
+    return render_template("campaigns/_status.html", campaign=campaign, oob=True, **_status_context(campaign))
 
 
 def _act(campaign_id: int, action, done: str):
@@ -450,7 +480,29 @@ def resume(campaign_id: int):
 @login_required
 def cancel(campaign_id: int):
     """Cancel for good; what was sent stays accounted for."""
-    return _act(campaign_id, campaign_states.cancel, "Cancelled: {result:,} messages will not be sent.")
+    campaign = team_get_or_404(Campaign, campaign_id)
+    try:
+        not_sent = campaign_states.cancel(campaign.id, current_user.id)
+    except campaign_states.CampaignProblem as problem:
+        db.session.rollback()
+        flash(str(problem), "warning")
+        return _back(campaign_id)
+    flash(_cancelled_text(campaign.id, not_sent), "success")
+    return _back(campaign_id)
+
+
+def _cancelled_text(campaign_id: int, not_sent: int) -> str:
+    """What a cancel did: nothing, when the audience was never frozen; else what was and wasn't sent."""
+    rows = dict(db.session.execute(
+        select(Message.status, func.count()).where(Message.campaign_id == campaign_id,
+                                                  Message.kind == MessageKind.CAMPAIGN)
+        .group_by(Message.status)).all())
+    if not rows:
+        return "Cancelled before sending started: nothing was sent."
+    sent = sum(count for status, count in rows.items() if status not in (
+        MessageStatus.CREATED, MessageStatus.CANCELLED, MessageStatus.OPTED_OUT))
+    return (f"Cancelled: {not_sent:,} message{'s' if not_sent != 1 else ''} will not be sent; "
+            f"{sent:,} had been sent.")
 
 
 @bp.post("/<int:campaign_id>/unschedule")

@@ -12,11 +12,22 @@ from webapp.web.forms import ComposerForm, TemplateForm
 bp = Blueprint("compose", __name__)
 
 
-def _state(form: ComposerForm, body: str | None = None) -> compose.ComposerState:
+def _campaign(form: ComposerForm) -> Campaign | None:
+    """The draft the composer belongs to, when it names one (the team's, or 404)."""
+    return team_get_or_404(Campaign, form.campaign_id.data) if form.campaign_id.data else None
+
+
+def _unsaved(form: ComposerForm, campaign: Campaign | None) -> bool:
+    """The typed message or footer choice differs from the saved draft, which the review and test sends read."""
+    if campaign is None:
+        return False
+    typed, saved = ((text or "").replace("\r\n", "\n") for text in (form.body.data, campaign.body))
+    return typed != saved or (form.footer.data != "off") != campaign.include_footer
+
+
+def _state(form: ComposerForm, body: str | None = None, campaign: Campaign | None = None) -> compose.ComposerState:
     """The composer's counts for what the form holds (a campaign's lists and image when it names one)."""
-    campaign = None
-    if form.campaign_id.data:
-        campaign = team_get_or_404(Campaign, form.campaign_id.data)
+    campaign = campaign or _campaign(form)
     return compose.composer_state(
         current_user.team, (form.body.data or "") if body is None else body,
         list_id=form.sample_list.data or None, contact_id=form.sample_contact.data or None,
@@ -112,9 +123,11 @@ def measure():
     """The counts fragment for the text as typed (htmx, debounced); the sample contact choices too when the
     sample list changed."""
     composer = ComposerForm()
-    state = _state(composer)
+    campaign = _campaign(composer)
+    state = _state(composer, campaign=campaign)
     list_changed = composer.shown_list.data != state.list_id
-    return render_template("compose/_measure.html", composer=composer, state=state, list_changed=list_changed)
+    return render_template("compose/_measure.html", composer=composer, state=state, list_changed=list_changed,
+                           unsaved=_unsaved(composer, campaign))
 
 
 @bp.post("/compose/gsm")
@@ -123,6 +136,8 @@ def replace_gsm():
     """Replace the template's UCS-2 culprits with GSM-7 equivalents: the new textarea, and fresh counts."""
     composer = ComposerForm()
     composer.body.data = compose.replace_with_gsm(composer.body.data or "")
-    state = _state(composer)
-    return render_template("compose/_replaced.html", composer=composer, state=state)
+    campaign = _campaign(composer)
+    state = _state(composer, campaign=campaign)
+    return render_template("compose/_replaced.html", composer=composer, state=state,
+                           unsaved=_unsaved(composer, campaign))
 

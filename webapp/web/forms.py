@@ -3,7 +3,10 @@
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
 from functools import cache
-from zoneinfo import ZoneInfo, available_timezones
+from importlib import resources
+from importlib.util import find_spec
+from pathlib import Path
+from zoneinfo import TZPATH, ZoneInfo, available_timezones
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
@@ -239,10 +242,29 @@ class MessageSettingsForm(FlaskForm):
 _NOT_ZONES = {"localtime", "Factory", "posixrules"}
 
 
+def _canonical_zones() -> set[str]:
+    """The Area/Location names of tzdata's zone.tab and zone1970.tab: every place people pick, without the
+    deprecated links (Asia/Calcutta, US/Pacific), the Etc/ offsets or names like EST5EDT."""
+    sources = [Path(folder) for folder in TZPATH]
+    if find_spec("tzdata") is not None:  # zoneinfo's own fallback when the system has no zone files
+        sources.append(Path(str(resources.files("tzdata").joinpath("zoneinfo"))))
+    for folder in sources:
+        tables = [folder / name for name in ("zone.tab", "zone1970.tab") if (folder / name).is_file()]
+        if tables:
+            return {line.split("\t")[2] for table in tables for line in table.read_text(encoding="utf-8").splitlines()
+                    if line and not line.startswith("#")}
+    return {name for name in available_timezones() if "/" in name and not name.startswith(_LEGACY_AREAS)}
+
+
+_LEGACY_AREAS = ("US/", "Etc/", "SystemV/", "Brazil/", "Canada/", "Chile/", "Mexico/", "posix/", "right/")
+
+
 @cache
 def timezone_choices() -> list[SelectChoice]:
-    """Every IANA zone this Python knows (zoneinfo with tzdata), sorted by name."""
-    return [SelectChoice(name, name.replace("_", " ")) for name in sorted(available_timezones() - _NOT_ZONES)]
+    """UTC (every team's default), then the canonical Area/Location zones this Python knows, sorted; shown
+    with spaces (America/Los Angeles), submitted as named (America/Los_Angeles)."""
+    zones = sorted((_canonical_zones() & available_timezones()) - _NOT_ZONES)
+    return [SelectChoice("UTC", "UTC"), *(SelectChoice(name, name.replace("_", " ")) for name in zones)]
 
 
 def _finite(form, field) -> None:
