@@ -11,6 +11,7 @@ from tests.services.test_campaign_drafts import png_bytes
 from webapp.encryption import encrypt
 from webapp.extensions import db
 from webapp.models import Campaign, Message, MessageKind, Role, Team
+from webapp.web.forms import timezone_choices
 
 NO_LISTS = {f"lists-{i}": "0" for i in range(5)}
 
@@ -189,3 +190,110 @@ def test_another_teams_campaign_is_not_found(app, client, setup):
     for path in ("", "/preview", "/summary", "/image"):
         assert client.get(f"/campaigns/{foreign_id}{path}").status_code == 404
     assert client.post(f"/campaigns/{foreign_id}/test-send").status_code == 404
+
+
+# --- what a new user meets on the draft pages -------------------------------------------------------------
+
+
+def test_excluded_preview_rows_show_no_parts_or_cost(client, setup):
+    """The landline and the duplicate are not sent: a dash for their parts and cost, figures for the rest."""
+    campaign_id = create(client, setup)
+    page = client.get(f"/campaigns/{campaign_id}/preview").get_data(as_text=True)
+    rows = page.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    excluded = [row for row in rows if "not sent:" in row]
+    sent = [row for row in rows if "not sent:" not in row]
+    assert len(excluded) == 2 and len(sent) == 2
+    assert all(row.count('<td class="num">—</td>') == 2 for row in excluded)
+    assert all("—" not in row.split('class="num"')[1] and "0.0" in row for row in sent)
+
+
+def test_the_only_sender_is_preselected_and_the_settings_hint_is_for_a_team_without_one(app, client, setup):
+    """One sender: chosen already, no 'add sender numbers' hint; a second sender: nothing preselected."""
+    page = client.get("/campaigns/new").get_data(as_text=True)
+    assert f'<option selected value="{setup["sender"]}">' in page and "sender number yet" not in page
+    with app.app_context():
+        make_sender(db.session.get(Team, setup["team"]), "+14155550112")
+    page = client.get("/campaigns/new").get_data(as_text=True)
+    assert '<option selected value="0">— choose a sender —' in page.split('id="sender_number_id"')[1]
+
+
+def test_a_team_without_senders_is_told_where_to_add_one(app, client, auth):
+    """No sender at all: the hint says an admin adds them in Settings."""
+    with app.app_context():
+        team = make_team("Empty")
+        make_user(team, Role.EDITOR, "new@example.com")
+    auth.login("new@example.com")
+    page = client.get("/campaigns/new").get_data(as_text=True)
+    assert "The team has no sender number yet: an admin adds them in Settings." in page
+
+
+def test_the_saved_draft_has_no_save_first_nag_until_the_text_changes(app, client, setup):
+    """A saved draft's page doesn't tell you to save it; the live counts do once the text differs."""
+    campaign_id = create(client, setup)
+    page = client.get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    assert "Save the draft first" not in page and 'id="unsaved"' not in page
+    same = client.post("/compose/measure", data={"body": "Hi {{ first_name }}", "footer": "on",
+                                                 "campaign_id": campaign_id}).get_data(as_text=True)
+    assert 'id="unsaved"' not in same
+    changed = client.post("/compose/measure", data={"body": "Hi {{ first_name }}!", "footer": "on",
+                                                    "campaign_id": campaign_id}).get_data(as_text=True)
+    assert 'id="unsaved"' in changed and "save the draft before you review or test it" in changed
+    footer_off = client.post("/compose/measure", data={"body": "Hi {{ first_name }}", "footer": "off",
+                                                       "campaign_id": campaign_id}).get_data(as_text=True)
+    assert 'id="unsaved"' in footer_off
+
+
+def test_the_test_send_picker_names_contacts_like_the_sample_picker(client, setup):
+    """'Render for contact' shows the same 'name · number' labels as the sample contact picker."""
+    campaign_id = create(client, setup)
+    page = client.get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    picker = page.split('id="test-sample-contact"')[1].split("</select>")[0]
+    sample = page.split('id="sample_contact"')[1].split("</select>")[0]
+    assert "Ana · +14155550001</option>" in picker and "Ana · +14155550001</option>" in sample
+
+
+def test_a_viewer_reads_a_draft_without_forms(app, client, auth, setup):
+    """A viewer's draft page: the text, audience and counts, and no form or button that would answer 403."""
+    campaign_id = create(client, setup)
+    client.post(f"/campaigns/{campaign_id}/image", data={"image": (io.BytesIO(png_bytes()), "photo.png")},
+                content_type="multipart/form-data")
+    save(client, campaign_id, setup, body="Hi {{ first_name }} ’")  # a curly quote: 'Replace with GSM' for editors
+    with app.app_context():
+        make_user(db.session.get(Team, setup["team"]), Role.VIEWER, "viewer@example.com")
+    client.post(f"/campaigns/{campaign_id}/summary")
+    auth.logout()
+    auth.login("viewer@example.com")
+    page = client.get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    main = page.split('<main id="main"')[1].split("</main>")[0]
+    assert 'id="draft-body">Hi {{ first_name }} ’<' in main and 'id="counts"' in main and 'class="mms-image"' in main
+    assert "Spring, Autumn" in main and "+14155550111" in main
+    assert "<form" not in main and "hx-post" not in main and "<textarea" not in main
+    for label in ("Attach image", "Replace the image", "Send test", "Summarize again", "Replace with GSM",
+                  "Save draft", "Delete draft", "Review and launch"):
+        assert label not in main, label
+    assert 'id="read-only"' in main and 'id="template-culprits"' in main  # the culprit is still explained
+
+
+def test_a_viewer_gets_no_create_draft_form(app, client, auth, setup):
+    """/campaigns/new for a viewer says who creates campaigns instead of a form that answers 403."""
+    with app.app_context():
+        make_user(db.session.get(Team, setup["team"]), Role.VIEWER, "viewer@example.com")
+    auth.logout()
+    auth.login("viewer@example.com")
+    page = client.get("/campaigns/new").get_data(as_text=True)
+    main = page.split('<main id="main"')[1].split("</main>")[0]
+    assert "Create draft" not in main and "<form" not in main and 'id="read-only"' in main
+
+
+def test_the_time_zone_list_is_canonical_and_readable(app, client, setup):
+    """Settings offers UTC and Area/Location zones only (no Asia/Calcutta, US/…, Etc/…, EST5EDT), shown
+    with spaces and submitted with underscores."""
+    values = [choice.value for choice in timezone_choices()]
+    assert values[0] == "UTC" and all("/" in value for value in values[1:])
+    assert "Asia/Kolkata" in values and "America/Los_Angeles" in values and "Europe/Oslo" in values
+    for legacy in ("Asia/Calcutta", "US/Pacific", "Etc/GMT+5", "EST5EDT", "Europe/Kiev", "GB", "Factory"):
+        assert legacy not in values, legacy
+    assert not any(value.startswith(("US/", "Etc/", "SystemV/", "Brazil/", "Canada/")) for value in values)
+    page = client.get("/settings/").get_data(as_text=True)
+    assert '<option value="America/Los_Angeles">America/Los Angeles</option>' in page
+    assert "Asia/Calcutta" not in page

@@ -156,3 +156,27 @@ def test_viewers_read_but_cannot_change_templates(app, client, auth):
     page = client.get("/templates/").get_data(as_text=True)
     assert "Welcome" in page and "New template" not in page
     assert client.post("/templates/", data={"name": "x", "body": "y"}).status_code == 403
+
+
+def test_a_viewer_reads_a_template_without_forms(app, client, auth):
+    """A viewer's template page shows the text and counts, no form, no 'Replace with GSM'; /templates/new
+    says who creates templates."""
+    with app.app_context():
+        team = make_team("Acme")
+        make_user(team, Role.VIEWER, "viewer@example.com")
+        make_list(team, "Spring")
+        template = make_template(team, name="Welcome", body="It’s here")
+        template_id = template.id
+    auth.login("viewer@example.com")
+    page = client.get(f"/templates/{template_id}").get_data(as_text=True)
+    main = page.split('<main id="main"')[1].split("</main>")[0]
+    assert 'id="template-body">It’s here<' in main and 'id="template-culprits"' in main
+    assert "<form" not in main and "<textarea" not in main and "Replace with GSM" not in main
+    assert "Save template" not in main and 'id="read-only"' in main
+    main = client.get("/templates/new").get_data(as_text=True).split('<main id="main"')[1].split("</main>")[0]
+    assert "<form" not in main and 'id="read-only"' in main
+
+
+def test_an_editor_is_offered_the_gsm_replacement(client, editor):
+    """The same curly quote gives an editor the button (the viewer's page hides only the button)."""
+    assert 'id="replace-gsm"' in measure(client, "It’s here")
