@@ -512,7 +512,7 @@ def test_a_cancelled_scheduled_campaign_says_nothing_was_sent(app, client, setup
     assert "none: it ended before the audience was counted" in page
     assert '<td class="num" id="spend-estimated">0.0600 USD</td>' in page
     assert "Estimated total (from the audience" in page
-    assert "cancelled before sending started: nothing was sent</td>" in page
+    assert "cancelled: before sending started: nothing was sent</td>" in page
     assert _trigger(page) is None
 
 

@@ -181,7 +181,9 @@ def cancel(campaign_id: int, user_id: int | None) -> int:
         update(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.CREATED)
         .values(status=MessageStatus.CANCELLED, claim_token=None)
     ).rowcount
-    audit(campaign_id, user_id, "cancelled", f"{cancelled} messages not sent")
+    prepared = db.session.scalar(select(Campaign.prepared_at).where(Campaign.id == campaign_id)) is not None
+    audit(campaign_id, user_id, "cancelled",
+          f"{cancelled} messages not sent" if prepared else "before sending started: nothing was sent")
     db.session.commit()
     return cancelled
 
