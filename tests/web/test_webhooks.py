@@ -90,8 +90,9 @@ def test_send_through_sandbox_and_receive_callbacks(app, sandbox, live_server):
     rows = _callbacks(app, team_id)
     assert {row.unique_id for row in rows} == {result.unique_id}
     assert {row.reference for row in rows} == {"ref-1"}
-    assert rows[-1].state in ("delivered", "failed")
-    assert "sent" in {row.state for row in rows}
+    # The interim and the final report travel on separate requests, so either may be stored first.
+    states = {row.state for row in rows}
+    assert "sent" in states and states & {"delivered", "failed"}, states
 
 
 # --- bounds: what a flood can make us keep ------------------------------------------------------------
