@@ -106,6 +106,9 @@ def test_killed_workers_never_send_twice_and_resend_completes_exactly_once(app, 
                 _wait_for(lambda target=target: _count(campaign_id, MessageStatus.ACCEPTED, MessageStatus.DELIVERED,
                                                        MessageStatus.UNDELIVERED) >= target,
                           DEADLINE, f"{target} sent")
+                # Kill while a POST is in flight: that is the moment that can make a message uncertain.
+                _wait_for(lambda: _count(campaign_id, MessageStatus.SENDING) > 0, DEADLINE, "a POST in flight",
+                          interval=0.005)
                 workers.kill()
                 # What the periodic sweep does once its time limits have passed: in flight -> unknown.
                 later = sending.now_utc() + timedelta(hours=1)
