@@ -177,6 +177,7 @@ def main() -> int:
     }
     report = {
         "benchmark": "audience_summary",
+        "mode": "quick" if args.quick else "full",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
         "database": database,
