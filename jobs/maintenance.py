@@ -8,7 +8,7 @@ lost Redis; the callback sweeps match late-matching delivery reports and bound t
 
 from jobs import with_app
 from webapp.queues import Periodic
-from webapp.services import callbacks, imports
+from webapp.services import callbacks, imports, tallies
 
 
 @with_app
@@ -35,7 +35,15 @@ def rematch_callbacks() -> int:
     return callbacks.rematch_orphans()
 
 
+@with_app
+def fold_tallies() -> None:
+    """Add the figures' deltas into the campaign tallies, so a campaign page never sums many of them."""
+    tallies.fold()
+
+
 PERIODIC = (
+    # Campaign pages read tally + unfolded deltas: folding often keeps that sum a few thousand rows at most.
+    Periodic("jobs.maintenance.fold_tallies", every=5),
     # A dead import must read "failed" within a minute (issue 8, item 9): the sweep runs every 15 s.
     Periodic("jobs.maintenance.sweep_dead_imports", every=15),
     Periodic("jobs.maintenance.sweep_abandoned_uploads", every=3600),

@@ -146,3 +146,19 @@ def make_message(team: Team, phone: str = "+14155550123", text: str = "Hi", camp
     values = {"kind": MessageKind.TEST, "encoding": Encoding.GSM7, "parts": 1, "estimated_cost": 0, **fields}
     return _saved(Message(team_id=team.id, phone=phone, text=text, campaign_id=campaign.id if campaign else None,
                           **values))
+
+
+def make_launched_campaign(team: Team, recipients: int, first_number: int = 5_560_000):
+    """A sending campaign to `recipients` US mobiles whose audience is frozen (quiet hours off)."""
+    from webapp.models import CampaignStatus, utcnow
+    from webapp.services import recipients as freezing
+
+    contacts = make_list(team)
+    for n in range(recipients):
+        make_contact(contacts, phone=f"+1415{first_number + n:07d}", first_name=f"Ana{n}")
+    campaign = make_campaign(team, [contacts], body="Hi {{ first_name }}", sender=make_sender(team))
+    campaign.quiet_hours = False
+    campaign.status, campaign.launched_at = CampaignStatus.SENDING, utcnow()
+    db.session.commit()
+    assert freezing.freeze(campaign.id)
+    return campaign

@@ -3,7 +3,7 @@
 - webapp/provider knows no Flask and no database;
 - webapp/services import nothing from webapp/web and never touch request, current_user or url_for;
 - a blueprint module in webapp/web imports no other blueprint module (shared helpers live in
-  web/access.py, web/forms.py and web/security.py);
+  web/access.py, web/forms.py, web/security.py and web/charts.py);
 - nothing outside webapp/web imports it, except create_app (webapp/__init__.py);
 - jobs are enqueued by dotted name, and the import graph has no cycle.
 """
@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("webapp", "jobs")
-WEB_SHARED = {"webapp.web", "webapp.web.access", "webapp.web.forms", "webapp.web.security"}
+WEB_SHARED = {"webapp.web", "webapp.web.access", "webapp.web.forms", "webapp.web.security", "webapp.web.charts"}
 REQUEST_NAMES = {"request", "current_user", "url_for", "session", "g"}
 
 

@@ -62,3 +62,44 @@ def test_a_database_with_rows_upgrades_in_place(app_config, tmp_path):
             db.engine.dispose()
     finally:
         drop()
+
+
+def test_campaigns_sent_before_the_tallies_are_counted_and_then_kept(app_config, tmp_path):
+    """Upgrading from 0002 counts existing campaigns' messages once; from then on the triggers keep count."""
+    from sqlalchemy import text
+
+    from webapp.services import tallies
+
+    url, drop = _fresh_database_url(tmp_path)
+    try:
+        app = create_app(dict(app_config, SQLALCHEMY_DATABASE_URI=url))
+        with app.app_context():
+            upgrade(revision="0002")
+            with db.engine.begin() as connection:
+                connection.execute(text(
+                    "INSERT INTO team (id, name, created_at, default_country, price_per_part, currency, "
+                    "callback_token, inbound_token) VALUES (1, 'Old', '2026-01-01', 'US', 0.015, 'USD', 'c', 'i')"))
+                connection.execute(text(
+                    "INSERT INTO campaign (id, team_id, name, status, body, include_footer, quiet_hours, quiet_start, "
+                    "quiet_end, reserved_cost, exclusions, opt_outs_caused, zone_fallbacks, created_at, updated_at) "
+                    "VALUES (1, 1, 'Spring', 'completed', 'Hi', true, true, '08:00', '21:00', 0, '{}', 0, 0, "
+                    "'2026-01-01', '2026-01-01')"))
+                for n, (status, held) in enumerate([("accepted", False), ("created", True), ("undelivered", False)]):
+                    connection.execute(text(
+                        "INSERT INTO message (team_id, campaign_id, kind, phone, sender, text, encoding, parts, "
+                        "estimated_cost, is_mms, reference, status, held, attempts, resent, sent_twice, error, "
+                        "created_at, updated_at) VALUES (1, 1, 'campaign', :phone, '', 'Hi', 'gsm7', 1, 0.015, false, "
+                        ":reference, :status, :held, 0, false, false, 'cause 34', '2026-01-01', '2026-01-01')"),
+                        {"phone": f"+1415555000{n}", "reference": f"r{n}", "status": status, "held": held})
+            upgrade()
+            figures = tallies.figures(1)
+            assert (figures.count("accepted"), figures.count("held"), figures.count("undelivered")) == (1, 1, 1)
+            assert figures.reasons == [("undelivered", "cause 34", 1)]
+            db.session.execute(text("UPDATE message SET status = 'delivered' WHERE reference = 'r0'"))
+            db.session.commit()
+            assert tallies.differences(1) == {} and tallies.figures(1).count("delivered") == 1
+            db.session.remove()
+            downgrade(revision="base")
+            db.engine.dispose()
+    finally:
+        drop()

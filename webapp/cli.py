@@ -45,7 +45,7 @@ def main() -> None:
 def register(app) -> None:
     """Attach our commands to app.cli, so `campaigns`, `flask` and the test runner all see them."""
     for command in (dev_command, serve_command, worker_command, scheduler_command, sandbox_command, users_group,
-                    reconcile_command):
+                    reconcile_command, recount_command):
         app.cli.add_command(command)
 
 
@@ -164,6 +164,27 @@ def reconcile_command():
     for label, ids in (("Scheduled campaigns started", found.started), ("Campaigns whose batches were queued "
                        "again", found.restarted), ("Campaigns completed", found.completed)):
         click.echo(f"{label}: {', '.join(map(str, ids)) if ids else 'none'}.")
+
+
+@click.command("recount")
+@click.argument("campaign_ids", nargs=-1, type=int)
+@with_appcontext
+def recount_command(campaign_ids: tuple[int, ...]):
+    """Rebuild campaign figures from their messages (all campaigns without ids) and say which were wrong.
+
+    The figures are kept by database triggers and should never be wrong; this is for an operator who
+    restored a backup or edited rows by hand, not a routine job.
+    """
+    from webapp.models import Campaign
+    from webapp.services import tallies
+
+    ids = campaign_ids or db.session.scalars(select(Campaign.id).order_by(Campaign.id)).all()
+    for campaign_id in ids:
+        if db.session.get(Campaign, campaign_id) is None:
+            raise click.ClickException(f"There is no campaign {campaign_id}.")
+        wrong = tallies.recount(campaign_id)
+        click.echo(f"Campaign {campaign_id}: " + (f"{wrong} figure{'s' if wrong != 1 else ''} corrected."
+                                                  if wrong else "figures were right."))
 
 
 @click.command("serve")

@@ -91,6 +91,8 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SEND_STALL_SECONDS": int(_env("SEND_STALL_SECONDS", "180")),
         # How long an unknown message waits for a callback before "resend unconfirmed" is offered.
         "UNCONFIRMED_GRACE_SECONDS": int(_env("UNCONFIRMED_GRACE_SECONDS", "3600")),
+        # A sent message still without a final delivery report after this long is listed on its campaign.
+        "REPORT_OVERDUE_SECONDS": int(_env("REPORT_OVERDUE_SECONDS", "900")),
         # Unmatched status callbacks kept per team; beyond it the oldest expire (counted on the team).
         "CALLBACK_ORPHAN_LIMIT": int(_env("CALLBACK_ORPHAN_LIMIT", "100000")),
         # A callback whose row id is a multiple of this prunes its team on the spot, between sweeps.

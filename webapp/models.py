@@ -177,6 +177,9 @@ class ProviderCallback(db.Model):
         Index("ix_provider_callback_team_unique_id", "team_id", "unique_id"),
         # Oldest-first pruning per team walks this index (team_id alone can't give id order on PostgreSQL).
         Index("ix_provider_callback_team_id_id", "team_id", "id"),
+        # The review page: a team's flagged callbacks, newest first (keyset pages), only flagged rows indexed.
+        Index("ix_provider_callback_team_flagged", "team_id", "id",
+              postgresql_where=db.text("problem IS NOT NULL"), sqlite_where=db.text("problem IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -190,6 +193,11 @@ class ProviderCallback(db.Model):
     state: Mapped[DeliveryState] = mapped_column(enum_column(DeliveryState))
     raw_status: Mapped[str | None] = mapped_column(String(100))
     cause_code: Mapped[str | None] = mapped_column(String(100))
+    # Why a person should look at it (webapp.services.callbacks.PROBLEMS): unreadable, unknown word, a
+    # billed figure that disagrees with the send reply. None: nothing to look at.
+    problem: Mapped[str | None] = mapped_column(String(40))
+    cost: Mapped[Decimal | None] = mapped_column(Numeric(12, 5))  # as the callback reported them
+    parts: Mapped[int | None]
     # The message it was applied to (webapp.services.delivery); None: an orphan, matched later or expired.
     message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="SET NULL"), index=True)
 
@@ -530,11 +538,16 @@ class Message(db.Model):
         # The recovery sweep, every 15 s: rows in flight too long, and claims too old (no full scan).
         Index("ix_message_status_sent_at", "status", "sent_at"),
         Index("ix_message_status_claimed_at", "status", "claimed_at"),
+        # The messages table: a campaign's rows in id order (keyset pages), and by number prefix.
+        Index("ix_message_campaign_id_id", "campaign_id", "id"),
+        Index("ix_message_campaign_phone", "campaign_id", "phone", postgresql_ops={"phone": "varchar_pattern_ops"}),
+        # Callback coverage: sent rows still without a final state, oldest first.
+        Index("ix_message_campaign_status_sent_at", "campaign_id", "status", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("team.id"), index=True)
-    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), index=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"))
     kind: Mapped[MessageKind] = mapped_column(enum_column(MessageKind))
     phone: Mapped[str] = mapped_column(String(20))
@@ -548,8 +561,12 @@ class Message(db.Model):
     reference: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: secrets.token_urlsafe(16))
     status: Mapped[MessageStatus] = mapped_column(enum_column(MessageStatus), default=MessageStatus.CREATED)
     unique_id: Mapped[str | None] = mapped_column(String(100))
+    # What the provider bills: its latest figure (a callback's, else the send reply's); the reply's own
+    # figures stay beside it, so a disagreement between the two is kept and shown.
     billed_parts: Mapped[int | None]
     billed_cost: Mapped[Decimal | None] = mapped_column(Numeric(12, 5))
+    reply_parts: Mapped[int | None]
+    reply_cost: Mapped[Decimal | None] = mapped_column(Numeric(12, 5))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
@@ -582,3 +599,61 @@ class AuditEntry(db.Model):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
     user: Mapped[User | None] = relationship()
+
+
+# --- Campaign figures kept by the database (webapp.tally_triggers, webapp.services.tallies) -------------
+
+
+class TallyDelta(db.Model):
+    """What one statement changed in a campaign's figures, appended by a trigger on message and folded later.
+
+    Appending never waits on another writer (no shared counter row), so a storm of callbacks and the
+    engine's writes run side by side; the fold adds the deltas into CampaignTally and CampaignMinute.
+    No foreign key: a delta of a deleted campaign is dropped by the fold.
+    """
+
+    __table_args__ = (Index("ix_tally_delta_campaign_id", "campaign_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int]
+    bucket: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(120), default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    messages: Mapped[int] = mapped_column(default=0)
+    parts: Mapped[int] = mapped_column(default=0)
+    estimated: Mapped[Decimal] = mapped_column(Numeric(18, 5), default=Decimal(0))
+    billed: Mapped[Decimal] = mapped_column(Numeric(18, 5), default=Decimal(0))
+    unbilled: Mapped[Decimal] = mapped_column(Numeric(18, 5), default=Decimal(0))  # estimates of rows not billed yet
+    mismatched: Mapped[int] = mapped_column(default=0)  # billed differs from the estimate
+    sent_twice: Mapped[int] = mapped_column(default=0)
+
+
+class CampaignTally(db.Model):
+    """A campaign's messages by bucket (status, with held and replaced apart) and failure reason, folded."""
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(120), primary_key=True, default="")
+    messages: Mapped[int] = mapped_column(default=0)
+    parts: Mapped[int] = mapped_column(default=0)
+    estimated: Mapped[Decimal] = mapped_column(Numeric(18, 5), default=Decimal(0))
+    billed: Mapped[Decimal] = mapped_column(Numeric(18, 5), default=Decimal(0))
+    unbilled: Mapped[Decimal] = mapped_column(Numeric(18, 5), default=Decimal(0))
+    mismatched: Mapped[int] = mapped_column(default=0)
+    sent_twice: Mapped[int] = mapped_column(default=0)
+
+
+class CampaignMinute(db.Model):
+    """Messages posted, delivered and failed in each minute of a campaign: the chart, and the send rate."""
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    posted: Mapped[int] = mapped_column(default=0)
+    delivered: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    spend: Mapped[Decimal] = mapped_column(Numeric(18, 5), default=Decimal(0))  # billed, else estimated, as posted
+
+
+from webapp import tally_triggers  # noqa: E402  (the triggers are created with the message table)
+
+tally_triggers.attach(Message.__table__)

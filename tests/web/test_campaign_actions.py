@@ -464,10 +464,11 @@ def _finish(app, campaign_id, status: MessageStatus, hours_ago: float = 0) -> No
     (MessageStatus.SENDING, 47, "every 10s"),
     (MessageStatus.ACCEPTED, 49, None),  # ended two days ago: a reload shows any late report
     (MessageStatus.DELIVERED, 0, None),  # every message final: nothing can change
-    (MessageStatus.UNKNOWN, 0, None),
+    (MessageStatus.UNKNOWN, 0, "every 10s"),  # a late report may still confirm it
+    (MessageStatus.UNDELIVERED, 0, None),
 ])
 def test_a_completed_campaign_polls_slower_while_reports_are_awaited(app, client, setup, status, hours_ago, trigger):
-    """Completed with messages only accepted or in flight, ended under 48 h ago: every 10 s; else no polling."""
+    """Completed with messages in flight, accepted or unknown, ended under 48 h ago: every 10 s; else no polling."""
     _launch(client, setup["campaign"])
     _finish(app, setup["campaign"], status, hours_ago)
     assert _trigger(client.get(f"/campaigns/{setup['campaign']}/status").get_data(as_text=True)) == trigger

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user, login_required
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from wtforms.fields.choices import SelectChoice
 
@@ -16,15 +16,14 @@ from webapp.models import (
     Campaign,
     CampaignStatus,
     ContactList,
-    Message,
-    MessageKind,
-    MessageStatus,
     MessageTemplate,
     SenderNumber,
     utcnow,
 )
-from webapp.services import audience, campaign_states, campaigns, compose
+from webapp.services import audience, campaign_states, campaigns, compose, progress, tallies
 from webapp.services.teams import team_credentials
+from webapp.tally_triggers import BUCKETS
+from webapp.web import charts
 from webapp.web.access import team_get_or_404, team_select
 from webapp.web.forms import BudgetCapForm, CampaignForm, CampaignImageForm, ComposerForm, LaunchForm, TestSendForm
 
@@ -257,10 +256,13 @@ def test_send(campaign_id: int):
 # delivery reports (for 48 hours after it ended: later reports are rare, and a reload shows them).
 LIVE = (CampaignStatus.SENDING, CampaignStatus.SCHEDULED)
 FINAL = (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.FAILED)
-AWAITING_REPORT = (MessageStatus.ACCEPTED, MessageStatus.SENDING)
+AWAITING_REPORT = ("sending", "accepted", "unknown")  # tally buckets that still expect a delivery report
 LIVE_POLL_SECONDS, SLOW_POLL_SECONDS = 2, 10
 REPORTS_AWAITED_FOR = timedelta(hours=48)
 AUDIT_SHOWN = 100
+REASONS_SHOWN = 10
+# The chart's cumulative lines: (label, column of tallies.minutes() rows, CSS class).
+CHART_SERIES = (("Posted", 1, "line-posted"), ("Delivered", 2, "line-delivered"), ("Failed", 3, "line-failed"))
 
 
 def _team_zone() -> ZoneInfo:
@@ -284,10 +286,24 @@ def _exclusion_label(reason: str) -> str:
         return reason
 
 
+def _duration(seconds: float) -> str:
+    """A time left as people say it: "40 s", "12 min", "3 h 5 min", "2 days 4 h"."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{max(seconds, 1)} s"
+    minutes, hours = seconds // 60, seconds // 3600
+    if hours < 1:
+        return f"{minutes} min"
+    if hours < 48:
+        return f"{hours} h {minutes % 60} min"
+    return f"{hours // 24} days {hours % 24} h"
+
+
 @bp.context_processor
 def _engine_helpers() -> dict:
-    """Times in the team's zone and exclusion labels, for the campaign templates."""
-    return {"team_time": _team_time, "team_zone": lambda: _team_zone().key, "exclusion_label": _exclusion_label}
+    """Times in the team's zone, durations and exclusion labels, for the campaign templates."""
+    return {"team_time": _team_time, "team_zone": lambda: _team_zone().key, "exclusion_label": _exclusion_label,
+            "duration": _duration}
 
 
 def _require_editor() -> None:
@@ -381,58 +397,38 @@ def launch(campaign_id: int):
     return _back(campaign_id)
 
 
-def _poll_seconds(campaign: Campaign) -> int | None:
-    """How often the page asks for fresh counts, or None to stop (see LIVE)."""
+def _poll_seconds(campaign: Campaign, figures: tallies.Figures) -> int | None:
+    """How often the page asks for fresh figures, or None to stop: the fragment then has no trigger."""
     if campaign.status in LIVE:
         return LIVE_POLL_SECONDS
     if campaign.status is CampaignStatus.PAUSED:
         return SLOW_POLL_SECONDS
-    if (campaign.status in FINAL and campaign.finished_at is not None
+    if (campaign.status in FINAL and campaign.finished_at is not None and figures.count(*AWAITING_REPORT)
             and utcnow() - campaign.finished_at < REPORTS_AWAITED_FOR):
-        # One probe of ix_message_campaign_status_id, not a count: is any message still without its final state?
-        awaiting = db.session.scalar(
-            select(Message.id).where(Message.campaign_id == campaign.id, Message.status.in_(AWAITING_REPORT),
-                                     Message.kind == MessageKind.CAMPAIGN).limit(1))
-        if awaiting is not None:
-            return SLOW_POLL_SECONDS
+        return SLOW_POLL_SECONDS  # sending ended; delivery reports still arrive
     return None
 
 
 def _status_context(campaign: Campaign) -> dict:
-    """Counts by message status (one GROUP BY), spend, what is held, and who did what."""
-    rows = db.session.execute(
-        select(Message.status, Message.held, func.count(), func.sum(Message.billed_cost),
-               func.sum(Message.estimated_cost), func.min(Message.not_before),
-               func.sum(case((Message.sent_twice.is_(True), 1), else_=0)))
-        .where(Message.campaign_id == campaign.id, Message.kind == MessageKind.CAMPAIGN)
-        .group_by(Message.status, Message.held)
-    ).all()
-    counts = dict.fromkeys(MessageStatus, 0)
-    billed, estimated, held, held_until, sent_twice = 0, 0, 0, None, 0
-    for status, is_held, count, billed_sum, estimated_sum, not_before, twice in rows:
-        counts[status] += count
-        billed += billed_sum or 0
-        sent_twice += twice or 0
-        if status not in (MessageStatus.CANCELLED, MessageStatus.OPTED_OUT):
-            estimated += estimated_sum or 0
-        if status is MessageStatus.CREATED and is_held:
-            held += count
-            held_until = not_before if held_until is None or (not_before and not_before < held_until) else held_until
-    total = sum(counts.values())
-    waiting = counts[MessageStatus.CREATED] + counts[MessageStatus.SENDING]
-    unconfirmed = 0
-    if campaign.status in (CampaignStatus.SENDING, CampaignStatus.PAUSED, CampaignStatus.COMPLETED):
-        unconfirmed = db.session.scalar(
-            select(func.count()).select_from(campaign_states.unconfirmed(campaign.id).subquery()))
+    """Figures (from the tallies, never a count of the messages), the timeline chart, and who did what."""
+    overdue_after = current_app.config["REPORT_OVERDUE_SECONDS"]
+    shown = progress.progress(campaign, overdue_after)
+    figures = shown.figures
     audit = db.session.scalars(
         select(AuditEntry).options(joinedload(AuditEntry.user)).where(AuditEntry.campaign_id == campaign.id)
         .order_by(AuditEntry.id.desc()).limit(AUDIT_SHOWN)).all()
     return {
-        "counts": counts, "total": total, "done": total - waiting,
-        "percent": round((total - waiting) / total * 100) if total else 0,
-        "billed": billed, "estimated": estimated, "held": held, "held_until": held_until, "sent_twice": sent_twice,
-        "unconfirmed": unconfirmed, "grace_minutes": current_app.config["UNCONFIRMED_GRACE_SECONDS"] // 60,
-        "audit": audit, "poll_seconds": _poll_seconds(campaign), "currency": current_user.team.currency,
+        "shown": shown, "figures": figures, "counts": {bucket: figures.count(bucket) for bucket in BUCKETS},
+        "total": shown.total, "done": shown.done, "percent": shown.percent,
+        "billed": figures.billed, "spend": figures.spend, "estimated": figures.estimated,
+        "held": figures.count("held"), "held_until": shown.held_until,
+        "sent_twice": int(figures.total("sent_twice")), "mismatched": int(figures.total("mismatched")),
+        "reasons": figures.reasons[:REASONS_SHOWN], "more_reasons": max(0, len(figures.reasons) - REASONS_SHOWN),
+        "chart": charts.cumulative_chart(shown.timeline, CHART_SERIES),
+        "cap_percent": progress.spend_against(figures, campaign.budget_cap),
+        "unconfirmed": shown.unconfirmed, "grace_minutes": current_app.config["UNCONFIRMED_GRACE_SECONDS"] // 60,
+        "overdue_minutes": overdue_after // 60, "count_cap": progress.COUNT_CAP,
+        "audit": audit, "poll_seconds": _poll_seconds(campaign, figures), "currency": current_user.team.currency,
         "final": campaign.status in FINAL,
         # Before the audience is frozen there are no rows to add up: the review's estimate stands in.
         "summary": audience.latest_summary(campaign) if campaign.prepared_at is None else None,
@@ -493,14 +489,10 @@ def cancel(campaign_id: int):
 
 def _cancelled_text(campaign_id: int, not_sent: int) -> str:
     """What a cancel did: nothing, when the audience was never frozen; else what was and wasn't sent."""
-    rows = dict(db.session.execute(
-        select(Message.status, func.count()).where(Message.campaign_id == campaign_id,
-                                                  Message.kind == MessageKind.CAMPAIGN)
-        .group_by(Message.status)).all())
-    if not rows:
+    figures = tallies.figures(campaign_id)
+    if not figures.messages:
         return "Cancelled before sending started: nothing was sent."
-    sent = sum(count for status, count in rows.items() if status not in (
-        MessageStatus.CREATED, MessageStatus.CANCELLED, MessageStatus.OPTED_OUT))
+    sent = figures.sent + figures.count("sending")
     return (f"Cancelled: {not_sent:,} message{'s' if not_sent != 1 else ''} will not be sent; "
             f"{sent:,} had been sent.")
 

@@ -1,0 +1,84 @@
+"""The launched campaign's live fragment: figures from the tallies, bounded queries, chart and reasons."""
+
+from datetime import timedelta
+
+from sqlalchemy import event, select, update
+
+from tests.factories import PASSWORD, make_launched_campaign, make_team, make_user
+from webapp.extensions import db
+from webapp.models import Message, MessageStatus, utcnow
+from webapp.services import tallies
+
+
+def _signed_in(app, client, recipients: int) -> int:
+    with app.app_context():
+        team = make_team()
+        user = make_user(team)
+        campaign_id = make_launched_campaign(team, recipients).id
+        email = user.email
+    client.post("/login", data={"email": email, "password": PASSWORD})
+    return campaign_id
+
+
+def _move(app, campaign_id: int, start: int, stop: int, **values) -> None:
+    with app.app_context():
+        ids = db.session.scalars(select(Message.id).where(Message.campaign_id == campaign_id)
+                                 .order_by(Message.id)).all()
+        db.session.execute(update(Message).where(Message.id.in_(ids[start:stop])).values(**values))
+        db.session.commit()
+
+
+def test_the_status_fragment_never_counts_the_messages(app, client):
+    """Every statement the live fragment runs against `message` is bounded by a LIMIT (no scan, no GROUP BY)."""
+    campaign_id = _signed_in(app, client, 30)
+    two_hours_ago = utcnow() - timedelta(hours=2)
+    _move(app, campaign_id, 0, 10, status=MessageStatus.ACCEPTED, sent_at=two_hours_ago)
+    _move(app, campaign_id, 10, 12, status=MessageStatus.UNKNOWN, sent_at=two_hours_ago)
+    _move(app, campaign_id, 12, 14, held=True, not_before=utcnow() + timedelta(hours=3))
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            response = client.get(f"/campaigns/{campaign_id}/status")
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200, page
+    assert '<dd id="count-accepted">10</dd>' in page and '<dd id="count-held">2</dd>' in page
+    assert '<dd id="count-created">16</dd>' in page and '<dd id="count-unknown">2</dd>' in page
+    assert "10 sent messages have had no final report for over 15 minutes" in page
+    assert "2 messages unconfirmed." in page
+    touching = [s for s in statements if " FROM message" in s or "JOIN message" in s]
+    assert touching and all(" LIMIT " in s for s in touching), touching
+    assert not any("GROUP BY" in s and " FROM message" in s for s in statements)
+
+
+def test_delivery_rate_coverage_failure_reasons_and_the_chart(app, client):
+    campaign_id = _signed_in(app, client, 10)
+    _move(app, campaign_id, 0, 10, status=MessageStatus.SENDING, sent_at=utcnow())
+    _move(app, campaign_id, 0, 6, status=MessageStatus.DELIVERED, billed_cost=0.0075)
+    _move(app, campaign_id, 6, 8, status=MessageStatus.UNDELIVERED,
+          error="Not delivered: the provider reported UNDELIV (cause 34)")
+    _move(app, campaign_id, 8, 9, status=MessageStatus.FAILED, error="MultiTEL refused the message (HTTP 400)")
+    _move(app, campaign_id, 9, 10, status=MessageStatus.ACCEPTED)
+    with app.app_context():
+        tallies.fold()
+    page = client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True)
+    assert '<strong id="delivery-rate">75% delivered</strong> of the 8 messages with a final report.' in page
+    assert "Reports cover 88% of the 9 sent." in page
+    reasons = page.split('id="failure-reasons"')[1].split("</table>")[0]
+    assert "UNDELIV (cause 34)</td><td class=\"num\">2<" in reasons and "(HTTP 400)</td><td class=\"num\">1<" in reasons
+    chart = page.split('id="timeline"')[1].split("</figure>")[0]
+    assert chart.count("<polyline") == 3 and "Posted 10" in chart and "Delivered 6" in chart and "Failed 3" in chart
+    assert "<script" not in chart
+
+
+def test_the_send_rate_and_time_left_while_sending(app, client):
+    campaign_id = _signed_in(app, client, 20)
+    _move(app, campaign_id, 0, 6, status=MessageStatus.SENDING, sent_at=utcnow())
+    page = client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True)
+    assert '<span id="send-rate">Sending 0.1 a second; about 2 min left at this rate.</span>' in page

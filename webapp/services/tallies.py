@@ -1,0 +1,270 @@
+"""A campaign's figures without counting its messages: folded tallies plus the deltas not folded yet.
+
+Triggers on `message` (webapp.tally_triggers) append what every statement changed to tally_delta. fold()
+adds those deltas into campaign_tally (by bucket and failure reason) and campaign_minute (the timeline),
+every few seconds from the scheduler; figures() reads tally + unfolded deltas, so it is exact at any
+moment and costs an index range of a few rows plus whatever arrived since the last fold. recount()
+rebuilds a campaign's tally from its messages, for operators (`campaigns recount`); differences() is
+what a test (and an operator) compares with.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import case, delete, func, insert, literal, select, text, union_all
+from sqlalchemy.exc import DBAPIError
+
+from webapp.extensions import db
+from webapp.models import Campaign, CampaignMinute, CampaignTally, Message, MessageKind, TallyDelta
+from webapp.tally_triggers import BUCKETS, REASON_LENGTH
+
+MEASURES = ("messages", "parts", "estimated", "billed", "unbilled", "mismatched", "sent_twice")
+# Buckets whose messages were posted: they cost money (billed where known, else estimated).
+POSTED = ("sending", "accepted", "delivered", "undelivered", "unknown", "replaced")
+FINAL = ("delivered", "undelivered")  # the delivery report's last word
+FAILED = ("failed", "undelivered")
+
+
+@dataclass
+class Figures:
+    """A campaign's messages by bucket, with spend, and failures by reason; what the campaign page shows."""
+
+    buckets: dict[str, dict[str, Decimal | int]] = field(default_factory=dict)
+    reasons: list[tuple[str, str, int]] = field(default_factory=list)  # (bucket, reason, messages), most first
+
+    def count(self, *buckets: str) -> int:
+        return sum(int(self.buckets.get(bucket, {}).get("messages", 0)) for bucket in buckets)
+
+    def total(self, measure: str, buckets=BUCKETS) -> Decimal:
+        return sum((Decimal(self.buckets.get(bucket, {}).get(measure, 0)) for bucket in buckets), Decimal(0))
+
+    @property
+    def messages(self) -> int:
+        """One per recipient: a replaced attempt, or one confirmed after it was replaced, is no recipient of its own."""
+        return self.count(*(bucket for bucket in BUCKETS if bucket != "replaced")) - int(self.total("sent_twice"))
+
+    @property
+    def waiting(self) -> int:
+        """Not dealt with yet: queued, held for quiet hours, or being posted."""
+        return self.count("created", "held", "sending")
+
+    @property
+    def sent(self) -> int:
+        """Posted and not known to have failed to leave: every bucket the provider took or may have taken."""
+        return self.count("accepted", "delivered", "undelivered", "unknown")
+
+    @property
+    def spend(self) -> Decimal:
+        """Billed where the provider said, estimated where it has not yet."""
+        return self.total("billed", POSTED) + self.total("unbilled", POSTED)
+
+    @property
+    def billed(self) -> Decimal:
+        return self.total("billed", POSTED)
+
+    @property
+    def estimated(self) -> Decimal:
+        """What the whole campaign costs by the estimate: everything but what will never be sent."""
+        return self.total("estimated", tuple(b for b in BUCKETS if b not in ("failed", "opted_out", "cancelled")))
+
+
+def _rows(campaign_id: int):
+    """Folded tally rows and unfolded deltas of one campaign, as one UNION ALL (same columns)."""
+    columns = lambda model: [model.bucket, model.reason, *(getattr(model, m) for m in MEASURES)]  # noqa: E731
+    return union_all(
+        select(*columns(CampaignTally)).where(CampaignTally.campaign_id == campaign_id),
+        select(*columns(TallyDelta)).where(TallyDelta.campaign_id == campaign_id),
+    ).subquery()
+
+
+def figures(campaign_id: int) -> Figures:
+    """The campaign's figures as of now: one indexed query, whatever the campaign's size."""
+    rows = _rows(campaign_id)
+    result = db.session.execute(
+        select(rows.c.bucket, rows.c.reason, *(func.sum(rows.c[m]) for m in MEASURES))
+        .group_by(rows.c.bucket, rows.c.reason)
+    ).all()
+    out = Figures()
+    buckets: dict[str, dict] = defaultdict(lambda: dict.fromkeys(MEASURES, 0))
+    for bucket, reason, *values in result:
+        for name, value in zip(MEASURES, values, strict=True):
+            buckets[bucket][name] += value or 0
+        if reason and values[0]:
+            out.reasons.append((bucket, reason, int(values[0])))
+    out.buckets = {bucket: values for bucket, values in buckets.items() if any(values.values())}
+    out.reasons.sort(key=lambda item: (-item[2], item[1]))
+    return out
+
+
+# --- folding ---------------------------------------------------------------------------------------
+
+_FOLD_POSTGRESQL = text(f"""
+WITH gone AS (DELETE FROM tally_delta RETURNING *),
+live AS (SELECT gone.* FROM gone JOIN campaign ON campaign.id = gone.campaign_id),
+tallied AS (
+  INSERT INTO campaign_tally (campaign_id, bucket, reason, {", ".join(MEASURES)})
+  SELECT campaign_id, bucket, reason, {", ".join(f"sum({m})" for m in MEASURES)} FROM live
+  GROUP BY campaign_id, bucket, reason
+  ON CONFLICT (campaign_id, bucket, reason) DO UPDATE SET
+  {", ".join(f"{m} = campaign_tally.{m} + excluded.{m}" for m in MEASURES)}
+  RETURNING 1
+)
+INSERT INTO campaign_minute (campaign_id, minute, posted, delivered, failed, spend)
+SELECT campaign_id, date_trunc('minute', at),
+  sum(CASE WHEN bucket = 'sending' AND messages > 0 THEN messages ELSE 0 END),
+  sum(CASE WHEN bucket = 'delivered' AND messages > 0 THEN messages ELSE 0 END),
+  sum(CASE WHEN bucket IN {FAILED!r} AND messages > 0 THEN messages ELSE 0 END),
+  sum(CASE WHEN bucket IN {POSTED!r} THEN billed + unbilled ELSE 0 END)
+FROM live
+GROUP BY campaign_id, date_trunc('minute', at)
+ON CONFLICT (campaign_id, minute) DO UPDATE SET posted = campaign_minute.posted + excluded.posted,
+  delivered = campaign_minute.delivered + excluded.delivered, failed = campaign_minute.failed + excluded.failed,
+  spend = campaign_minute.spend + excluded.spend
+""")  # noqa: S608 - every name in it is one of this module's constants
+
+
+def fold() -> None:
+    """Add every appended delta into the tallies and the timeline, and delete it; safe side by side.
+
+    On PostgreSQL one statement: a delta is deleted and added in the same step, and a second fold
+    running at the same time waits for the first's row locks and skips what it deleted. SQLite has
+    one writer at a time, and the DELETE ... RETURNING takes the write lock first.
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(_FOLD_POSTGRESQL)
+        db.session.commit()
+        return
+    gone = db.session.execute(delete(TallyDelta).returning(
+        TallyDelta.campaign_id, TallyDelta.bucket, TallyDelta.reason, TallyDelta.at,
+        *(getattr(TallyDelta, m) for m in MEASURES))).all()
+    live = set(db.session.scalars(select(Campaign.id).where(Campaign.id.in_({row.campaign_id for row in gone}))))
+    tallies: dict[tuple, list] = defaultdict(lambda: [0] * len(MEASURES))
+    minutes: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, Decimal(0)])
+    for row in gone:
+        if row.campaign_id not in live:
+            continue
+        sums = tallies[(row.campaign_id, row.bucket, row.reason)]
+        for index, name in enumerate(MEASURES):
+            sums[index] += getattr(row, name) or 0
+        minute = minutes[(row.campaign_id, row.at.replace(second=0, microsecond=0))]
+        if row.messages > 0:
+            minute[0] += row.messages if row.bucket == "sending" else 0
+            minute[1] += row.messages if row.bucket == "delivered" else 0
+            minute[2] += row.messages if row.bucket in FAILED else 0
+        if row.bucket in POSTED:
+            minute[3] += Decimal(str(row.billed or 0)) + Decimal(str(row.unbilled or 0))
+    for (campaign_id, bucket, reason), sums in tallies.items():
+        _add(CampaignTally, dict(campaign_id=campaign_id, bucket=bucket, reason=reason),
+             dict(zip(MEASURES, sums, strict=True)))
+    for (campaign_id, minute), (posted, delivered, failed, spend) in minutes.items():
+        _add(CampaignMinute, dict(campaign_id=campaign_id, minute=minute),
+             dict(posted=posted, delivered=delivered, failed=failed, spend=spend))
+    db.session.commit()
+
+
+def _add(model, key: dict, amounts: dict) -> None:
+    """Upsert one row, adding `amounts` to what it holds (SQLite's path of fold)."""
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    statement = sqlite_insert(model).values(**key, **amounts)
+    db.session.execute(statement.on_conflict_do_update(
+        index_elements=list(key), set_={name: getattr(model, name) + statement.excluded[name] for name in amounts}))
+
+
+# --- the timeline ----------------------------------------------------------------------------------
+
+
+def minutes(campaign_id: int, since: datetime | None = None) -> list[tuple[datetime, int, int, int, Decimal]]:
+    """(minute, posted, delivered, failed, spend) of the campaign's folded timeline, oldest first."""
+    query = select(CampaignMinute.minute, CampaignMinute.posted, CampaignMinute.delivered, CampaignMinute.failed,
+                   CampaignMinute.spend).where(CampaignMinute.campaign_id == campaign_id)
+    if since is not None:
+        query = query.where(CampaignMinute.minute >= since)
+    return [tuple(row) for row in db.session.execute(query.order_by(CampaignMinute.minute)).all()]
+
+
+def recent_posted(campaign_id: int, now: datetime, seconds: int = 60) -> int:
+    """Messages posted in the last `seconds`: the folded minutes it covers and the deltas not folded yet."""
+    since = now - timedelta(seconds=seconds)
+    folded = db.session.scalar(select(func.coalesce(func.sum(CampaignMinute.posted), 0)).where(
+        CampaignMinute.campaign_id == campaign_id, CampaignMinute.minute >= since.replace(second=0, microsecond=0)))
+    unfolded = db.session.scalar(select(func.coalesce(func.sum(TallyDelta.messages), 0)).where(
+        TallyDelta.campaign_id == campaign_id, TallyDelta.bucket == "sending", TallyDelta.messages > 0,
+        TallyDelta.at >= since))
+    return int(folded or 0) + int(unfolded or 0)
+
+
+# --- recount ---------------------------------------------------------------------------------------
+
+
+def counted(campaign_id: int) -> dict[tuple[str, str], dict]:
+    """The tally recomputed from the messages themselves (one GROUP BY over the campaign's rows)."""
+    bucket = case((Message.status == "created", case((Message.held, literal("held")), else_=literal("created"))),
+                  (Message.status == "unknown", case((Message.resent, literal("replaced")), else_=literal("unknown"))),
+                  else_=Message.status)
+    reason = case((Message.status.in_(("failed", "undelivered")),
+                   func.substr(func.coalesce(Message.error, ""), 1, REASON_LENGTH)), else_=literal(""))
+    one = lambda condition: case((condition, 1), else_=0)  # noqa: E731
+    rows = db.session.execute(
+        select(bucket.label("bucket"), reason.label("reason"), func.count(), func.sum(Message.parts),
+               func.sum(Message.estimated_cost), func.sum(func.coalesce(Message.billed_cost, 0)),
+               func.sum(case((Message.billed_cost.is_(None), Message.estimated_cost), else_=0)),
+               func.sum(one(Message.billed_cost.is_not(None) & (Message.billed_cost != Message.estimated_cost))),
+               func.sum(one(Message.sent_twice.is_(True))))
+        .where(Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN)
+        .group_by(text("bucket"), text("reason"))  # the labels: PostgreSQL can't match two bound CASEs
+    ).all()
+    return {(row[0], row[1]): dict(zip(MEASURES, (value or 0 for value in row[2:]), strict=True)) for row in rows}
+
+
+def kept(campaign_id: int) -> dict[tuple[str, str], dict]:
+    """The tally as kept: folded plus unfolded, per (bucket, reason), rows that add up to nothing left out."""
+    rows = _rows(campaign_id)
+    result = db.session.execute(
+        select(rows.c.bucket, rows.c.reason, *(func.sum(rows.c[m]) for m in MEASURES))
+        .group_by(rows.c.bucket, rows.c.reason)).all()
+    return {(row[0], row[1]): dict(zip(MEASURES, (value or 0 for value in row[2:]), strict=True))
+            for row in result if any(row[2:])}
+
+
+def differences(campaign_id: int) -> dict[tuple[str, str], tuple[dict, dict]]:
+    """Where the kept tally and a recount disagree: {(bucket, reason): (kept, counted)}; empty when they agree."""
+    have, want = kept(campaign_id), counted(campaign_id)
+    return {key: (have.get(key), want.get(key)) for key in set(have) | set(want)
+            if not _same(have.get(key), want.get(key))}
+
+
+def _same(a: dict | None, b: dict | None) -> bool:
+    zero = dict.fromkeys(MEASURES, 0)
+    a, b = a or zero, b or zero
+    return all(round(Decimal(str(a[m])), 4) == round(Decimal(str(b[m])), 4) for m in MEASURES)
+
+
+def recount(campaign_id: int, attempts: int = 5) -> int:
+    """Rebuild the campaign's tally from its messages; returns how many (bucket, reason) rows were wrong.
+
+    On PostgreSQL in one REPEATABLE READ transaction: the messages counted and the deltas deleted are
+    those of the same snapshot, so writes committed meanwhile keep their deltas and fold on top.
+    """
+    for attempt in range(attempts):
+        db.session.commit()  # a new transaction, so its isolation level can be set
+        try:
+            if db.session.get_bind().dialect.name == "postgresql":
+                db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            wrong = len(differences(campaign_id))
+            want = counted(campaign_id)
+            db.session.execute(delete(TallyDelta).where(TallyDelta.campaign_id == campaign_id))
+            db.session.execute(delete(CampaignTally).where(CampaignTally.campaign_id == campaign_id))
+            if want:
+                db.session.execute(insert(CampaignTally), [
+                    dict(campaign_id=campaign_id, bucket=bucket, reason=reason, **values)
+                    for (bucket, reason), values in want.items()])
+            db.session.commit()
+            return wrong
+        except DBAPIError:  # a concurrent fold or write touched the same rows: take a new snapshot
+            db.session.rollback()
+            if attempt == attempts - 1:
+                raise
+    return 0

@@ -1,0 +1,123 @@
+"""Triggers on `message` that append every change of a campaign's figures to `tally_delta`.
+
+A campaign's page must not count a million rows per poll, and callbacks must not all wait on one
+counter row. So the database itself records, for each statement that inserts, updates or deletes
+campaign messages, how many moved in or out of each bucket (and with what parts and cost), as new
+rows of tally_delta. Appends never lock a shared row; webapp.services.tallies folds them into
+campaign_tally and campaign_minute every few seconds, and reads tally + unfolded deltas. Because the
+database writes the deltas, no code path that changes a message (the engine, callbacks, the sweep, a
+person's resend) can forget to count, and the figures equal a recount by construction.
+
+PostgreSQL fires one statement-level trigger per statement (transition tables: the 1,000,000-row COPY
+at launch is one aggregate, not a million trigger calls); SQLite has only row triggers.
+"""
+
+from sqlalchemy import DDL, Table, event
+
+# A message's bucket: its status, with "held for quiet hours" and "replaced by a resend" apart.
+BUCKETS = ("created", "held", "sending", "accepted", "delivered", "undelivered", "failed", "unknown", "replaced",
+           "opted_out", "cancelled")
+REASON_LENGTH = 120
+
+
+def _bucket(row: str) -> str:
+    return (f"CASE WHEN {row}.status = 'created' AND {row}.held THEN 'held' "
+            f"WHEN {row}.status = 'unknown' AND {row}.resent THEN 'replaced' ELSE {row}.status END")
+
+
+def _reason(row: str) -> str:
+    """Why it failed (the breakdown on the campaign page); empty for every other bucket."""
+    return (f"CASE WHEN {row}.status IN ('failed', 'undelivered') "
+            f"THEN substr(coalesce({row}.error, ''), 1, {REASON_LENGTH}) ELSE '' END")
+
+
+def _measures(row: str, sign: str) -> str:
+    """messages, parts, estimated, billed, unbilled, mismatched, sent_twice of one row, times sign."""
+    return ", ".join((
+        f"{sign}",
+        f"{sign} * {row}.parts",
+        f"{sign} * {row}.estimated_cost",
+        f"{sign} * coalesce({row}.billed_cost, 0)",
+        f"{sign} * CASE WHEN {row}.billed_cost IS NULL THEN {row}.estimated_cost ELSE 0 END",
+        f"{sign} * CASE WHEN {row}.billed_cost IS NOT NULL AND {row}.billed_cost <> {row}.estimated_cost "
+        f"THEN 1 ELSE 0 END",
+        f"{sign} * CASE WHEN {row}.sent_twice THEN 1 ELSE 0 END",
+    ))
+
+
+COLUMNS = "campaign_id, bucket, reason, at, messages, parts, estimated, billed, unbilled, mismatched, sent_twice"
+_COUNTED = "{row}.campaign_id IS NOT NULL AND {row}.kind = 'campaign'"
+
+
+def _postgresql_function() -> str:
+    def side(table: str, sign: str) -> str:
+        return (f"SELECT r.campaign_id, {_bucket('r')} AS bucket, {_reason('r')} AS reason, "  # noqa: S608
+                f"{_measures('r', sign)} FROM {table} r WHERE {_COUNTED.format(row='r')}")  # (constants only)
+
+    grouped = ("INSERT INTO tally_delta (" + COLUMNS + ") "  # noqa: S608 - constants, no input
+               "SELECT campaign_id, bucket, reason, now() AT TIME ZONE 'UTC', sum(m), sum(p), sum(e), sum(b), "
+               "sum(u), sum(x), sum(t) FROM ({rows}) AS c(campaign_id, bucket, reason, m, p, e, b, u, x, t) "
+               "GROUP BY campaign_id, bucket, reason "
+               "HAVING sum(m) <> 0 OR sum(p) <> 0 OR sum(e) <> 0 OR sum(b) <> 0 OR sum(u) <> 0 OR sum(x) <> 0 "
+               "OR sum(t) <> 0;")
+    return f"""
+CREATE OR REPLACE FUNCTION tally_message_changes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    {grouped.format(rows=side('new_rows', '1'))}
+  ELSIF TG_OP = 'UPDATE' THEN
+    {grouped.format(rows=side('new_rows', '1') + ' UNION ALL ' + side('old_rows', '-1'))}
+  ELSE
+    {grouped.format(rows=side('old_rows', '-1'))}
+  END IF;
+  RETURN NULL;
+END $$;
+"""
+
+
+POSTGRESQL = (
+    _postgresql_function(),
+    "DROP TRIGGER IF EXISTS tally_message_insert ON message",
+    "CREATE TRIGGER tally_message_insert AFTER INSERT ON message REFERENCING NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION tally_message_changes()",
+    "DROP TRIGGER IF EXISTS tally_message_update ON message",
+    "CREATE TRIGGER tally_message_update AFTER UPDATE ON message "
+    "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION tally_message_changes()",
+    "DROP TRIGGER IF EXISTS tally_message_delete ON message",
+    "CREATE TRIGGER tally_message_delete AFTER DELETE ON message REFERENCING OLD TABLE AS old_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION tally_message_changes()",
+)
+
+
+def _sqlite_insert(row: str, sign: str) -> str:
+    return (f"INSERT INTO tally_delta ({COLUMNS}) SELECT {row}.campaign_id, {_bucket(row)}, {_reason(row)}, "
+            f"strftime('%Y-%m-%d %H:%M:%S', 'now'), {_measures(row, sign)} WHERE {_COUNTED.format(row=row)};")
+
+
+# Columns whose change can move a figure; an UPDATE of anything else (a claim, a heartbeat) adds nothing.
+_WATCHED = ("campaign_id", "kind", "status", "held", "resent", "error", "parts", "estimated_cost", "billed_cost",
+            "sent_twice")
+
+SQLITE = (
+    "DROP TRIGGER IF EXISTS tally_message_insert",
+    f"CREATE TRIGGER tally_message_insert AFTER INSERT ON message BEGIN {_sqlite_insert('NEW', '1')} END",
+    "DROP TRIGGER IF EXISTS tally_message_update",
+    "CREATE TRIGGER tally_message_update AFTER UPDATE ON message WHEN "
+    + " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in _WATCHED)
+    + f" BEGIN {_sqlite_insert('OLD', '-1')} {_sqlite_insert('NEW', '1')} END",
+    "DROP TRIGGER IF EXISTS tally_message_delete",
+    f"CREATE TRIGGER tally_message_delete AFTER DELETE ON message BEGIN {_sqlite_insert('OLD', '-1')} END",
+)
+
+
+def statements(dialect: str) -> tuple[str, ...]:
+    """The DDL that (re)creates the triggers on this dialect; run by create_all and by the migration."""
+    return POSTGRESQL if dialect == "postgresql" else SQLITE
+
+
+def attach(message: Table) -> None:
+    """Create the triggers whenever the message table is created (tests and `db create_all`)."""
+    for dialect, ddl in (("postgresql", POSTGRESQL), ("sqlite", SQLITE)):
+        for statement in ddl:
+            event.listen(message, "after_create", DDL(statement.replace("%", "%%")).execute_if(dialect=dialect))
