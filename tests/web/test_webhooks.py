@@ -11,6 +11,8 @@ from webapp.models import InboundMessage, ProviderCallback, Team
 from webapp.provider import multitel
 from webapp.services.teams import notify_url
 
+FORM = "application/x-www-form-urlencoded"
+
 
 def _team(app):
     with app.app_context():
@@ -254,20 +256,97 @@ def test_a_flood_is_cut_back_as_it_arrives(app, client):
     assert _team_row(app, team_id).callbacks_expired == 60 - len(kept)
 
 
-def test_a_callback_costs_three_statements(app, client):
-    """An unmatched callback is the token lookup, the message lookup and one INSERT (then the commit)."""
-    team_id, token = _team(app)
-    app.config["CALLBACK_PRUNE_EVERY"] = 10**9
-    statements = []
+def _statements(app, action) -> list[str]:
+    """The first word of each SQL statement `action` sends."""
     with app.app_context():
         engine = db.engine
-    listener = lambda conn, cursor, statement, *args: statements.append(statement)  # noqa: E731
+    statements = []
+    listener = lambda conn, cursor, statement, *args: statements.append(statement.split()[0].upper())  # noqa: E731
     event.listen(engine, "before_cursor_execute", listener)
     try:
-        client.post(f"/callbacks/multitel/{team_id}/{token}", data={"uniqueid": "s1", "status": "sent"})
+        action()
     finally:
         event.remove(engine, "before_cursor_execute", listener)
-    assert [s.split()[0].upper() for s in statements] == ["SELECT", "SELECT", "INSERT"], statements
+    return statements
+
+
+def test_a_callback_is_one_statement_on_postgresql_once_the_token_is_cached(app, client):
+    """The first callback reads the team's token; the next ones cost one statement on PostgreSQL (find,
+    update and insert in one WITH, autocommitted) and an UPDATE, a SELECT and an INSERT on SQLite."""
+    from tests.factories import make_message
+    from webapp.models import MessageStatus
+
+    team_id, token = _team(app)
+    app.config["CALLBACK_PRUNE_EVERY"] = 10**9
+    with app.app_context():
+        reference = make_message(db.session.get(Team, team_id), status=MessageStatus.ACCEPTED).reference
+    url = f"/callbacks/multitel/{team_id}/{token}"
+    first = _statements(app, lambda: client.post(url, data={"reference": reference, "status": "sent"}))
+    assert first[0] == "SELECT"
+    applied = _statements(app, lambda: client.post(url, data={"reference": reference, "status": "DELIVRD"}))
+    duplicate = _statements(app, lambda: client.post(url, data={"reference": reference, "status": "DELIVRD"}))
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        assert applied == duplicate == ["WITH"]
+    else:
+        assert (applied, duplicate) == (["UPDATE", "INSERT"], ["UPDATE", "SELECT", "INSERT"])
+
+
+NASTY_BODIES = [
+    (FORM, b"\xff\xfe\x00garbage"),
+    ("application/json", b"{"),
+    ("application/json", b"[]"),
+    ("application/json", b"[1, 2, 3]"),
+    ("application/json", b'{"data": [1]}'),
+    ("application/json", b'{"uniqueid": "\\ud800", "reference": "\\udfff", "status": "sent"}'),
+    ("application/json", b"[" * 4000 + b"]" * 4000),
+    ("application/json; charset=klingon", b'{"uniqueid": "k", "status": "sent"}'),
+    (f"{FORM}; charset=klingon", b"uniqueid=k&status=sent"),
+    (FORM, b"uniqueid=x&cost=1e-999999999&parts=1e5&status=sent"),
+    (FORM, b"uniqueid=x&cost=NaN&parts=-1&status=sent"),
+    (FORM, b"uniqueid=x&cost=999999.999999&parts=999999&status=DELIVRD"),
+    (FORM, b"uniqueid=x&cost=-Infinity&parts=99999999999999999999&status=failed"),
+    (FORM, b"reference=" + b"r" * 8000),
+    (FORM, b"uniqueid=%ZZ%00&status=%FF"),
+    (FORM, b"\x00" * 100),
+    ("multipart/form-data; boundary=", b"--\r\n\r\n"),
+    ("multipart/form-data", b"no boundary at all"),
+    ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="status"\r\n'
+                                        b"Content-Type: text/plain; charset=klingon\r\n\r\nsent\r\n--b--"),
+    ("\u00ff/\u00fe", b"status=sent"),
+    (None, b"uniqueid=nothing-declared&status=sent"),
+]
+
+
+def test_the_endpoint_never_answers_500_to_any_input(app, client):
+    """Garbage, broken JSON, bad charsets, absurd numbers, lone surrogates, NULs: 200 and stored, every one."""
+    team_id, token = _team(app)
+    url = f"/callbacks/multitel/{team_id}/{token}"
+    for content_type, body in NASTY_BODIES:
+        headers = {"Content-Type": content_type} if content_type else {}
+        response = client.post(url, data=body, headers=headers)
+        assert response.status_code == 200, (content_type, body[:60], response.status_code)
+    for query in ("uniqueid=%ff%fe&status=sent", "status", "=&=&", "a=" + "%" * 100):
+        assert client.get(f"{url}?{query}").status_code == 200, query
+    assert len(_callbacks(app, team_id)) == len(NASTY_BODIES) + 4
+
+
+def test_an_unreadable_body_is_answered_200_and_flagged(app, client):
+    """A body the parser can't read is still kept (the wire format is not published) and flagged for a person."""
+    team_id, token = _team(app)
+    response = client.post(f"/callbacks/multitel/{team_id}/{token}", data=b"<xml>DELIVRD</xml>",
+                           content_type="application/xml")
+    assert response.status_code == 200
+    [row] = _callbacks(app, team_id)
+    assert (row.body, row.problem, row.message_id) == ("<xml>DELIVRD</xml>", "unreadable body", None)
+
+
+def test_a_database_that_is_down_answers_503_so_the_provider_retries(app_config):
+    """Nothing can be read or stored: 503 with Retry-After (a provider retries it), never a 500 or a silent 200."""
+    from webapp import create_app
+
+    down = create_app(dict(app_config, SQLALCHEMY_DATABASE_URI="postgresql+psycopg://nobody@127.0.0.1:9/none"))
+    response = down.test_client().post("/callbacks/multitel/1/some-token", data={"uniqueid": "u", "status": "sent"})
+    assert response.status_code == 503 and response.headers["Retry-After"] == "30"
 
 
 def test_store_status_callback_is_a_plain_service(app):

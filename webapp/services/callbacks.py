@@ -1,8 +1,20 @@
 """What the provider's webhooks keep: status callbacks and inbound messages, within stated bounds.
 
-A status callback is stored as it arrived, with what the tolerant parser read from it, in one INSERT
-(plus the token check and the commit: three round trips). Nothing a provider sends about a real
-message is dropped, so only what cannot be one is bounded (README, "Webhooks"):
+A status callback is stored raw, with what the tolerant parser read from it, and applied to its message
+(webapp.services.delivery) in the same transaction; if applying fails, the raw row is still stored,
+unmatched, for rematch_orphans() to apply later. On PostgreSQL the two are one statement (a
+data-modifying WITH: find the message, UPDATE it, INSERT the raw row) run in autocommit, so a callback
+costs two round trips (the pool's pre-ping and that statement) once its team's token is cached. SQLite
+has no data-modifying WITH: there it is an UPDATE ... RETURNING (a SELECT when that changed nothing), the
+INSERT and the commit, all in process.
+
+A callback a person should look at is flagged in `problem` (PROBLEMS) and listed on the review page:
+a body the parser can't read (still stored, still answered 200), one naming no message, one without a
+status word or with a word the parser doesn't know (stored, not applied), and one whose cost or parts
+disagree with the send reply's (both kept; the callback's counts as billed).
+
+Nothing a provider sends about a real message is dropped, so only what cannot be one is bounded
+(README, "Webhooks"):
 
 - a status callback's body is at most MAX_BODY_BYTES (8 KB) and its query string MAX_QUERY_BYTES
   (4 KB); a real one is well under 2 KB. The view refuses larger ones (413, 414) without storing;
@@ -11,23 +23,25 @@ message is dropped, so only what cannot be one is bounded (README, "Webhooks"):
   between sweeps, an INSERT whose row id is a multiple of CALLBACK_PRUNE_EVERY prunes its own team,
   so a flood is cut back every ~1,000 rows at the cost of one indexed query, not one per request.
 
-Every stored callback is unmatched until callbacks are matched to messages: `_unmatched` is the one
-place that says which rows may expire.
+`_unmatched` is the one place that says which rows may expire.
 """
 
 import hmac
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from functools import cache
 from typing import Literal
 
 from flask import current_app
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Insert, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
-from webapp.models import InboundMessage, ProviderCallback, Team
-from webapp.provider.delivery_reports import ParsedCallback, parse_callback
-from webapp.services.delivery import apply_callback
+from webapp.models import InboundMessage, Message, ProviderCallback, Team
+from webapp.provider.delivery_reports import DeliveryState, ParsedCallback, parse_callback
+from webapp.services import delivery
 from webapp.services.optouts import record_inbound
 
 logger = logging.getLogger(__name__)
@@ -40,91 +54,203 @@ INBOUND_MAX_BODY_BYTES = 32 * 1024
 INBOUND_MAX_QUERY_BYTES = 16 * 1024
 PRUNE_BATCH = 10_000  # rows deleted per statement, so no prune holds locks for long
 MAX_TEAM_ID = 2**31 - 1  # team.id is a 32-bit integer on PostgreSQL; a larger id is no team
+TOKEN_CACHE_SECONDS = 30.0  # how long a process trusts a team token it read (see token_matches)
+TOKEN_CACHE_SIZE = 10_000  # teams whose tokens one process keeps; past it the cache starts over
+
+# Why a stored callback is flagged for a person (ProviderCallback.problem).
+UNREADABLE = "unreadable body"
+NO_MESSAGE_ID = "no reference or uniqueid"
+NO_STATUS_WORD = "no status word"
+UNKNOWN_WORD = "unknown status word"
+REPLY_DISAGREES = delivery.REPLY_DISAGREES
+PROBLEMS = (UNREADABLE, NO_MESSAGE_ID, NO_STATUS_WORD, UNKNOWN_WORD, REPLY_DISAGREES)
+
+CALLBACK = ProviderCallback.__table__
+MESSAGE = Message.__table__
 
 TokenKind = Literal["callback", "inbound"]
 
 
 @dataclass(frozen=True)
 class StoredCallback:
-    """The stored row's id and what the parser read from the callback."""
+    """The stored row's id, the message it was applied to, why it is flagged, and what the parser read."""
 
     id: int
+    message_id: int | None
+    problem: str | None
     parsed: ParsedCallback
 
 
 def token_matches(team_id: int, token: str, kind: TokenKind) -> bool:
-    """True when `token` is the team's `kind` token, compared in constant time (the provider doesn't sign)."""
+    """True when `token` is the team's `kind` token, compared in constant time (the provider doesn't sign).
+
+    Each process keeps the tokens it read for TOKEN_CACHE_SECONDS (30 s), so a steady stream of callbacks
+    costs no query here. A token that doesn't match the cached one is read again before it is refused,
+    so a new token works at once; a replaced (or revoked) one keeps working for up to 30 s in each process
+    that had cached it.
+    """
     if not 0 < team_id <= MAX_TEAM_ID:
         return False
-    team = db.session.get(Team, team_id)  # kept in the session: the inbound path needs the row anyway
-    expected = getattr(team, f"{kind}_token", None) if team else None
-    return expected is not None and hmac.compare_digest(expected.encode(), token.encode())
+    tokens = current_app.extensions.setdefault("team_tokens", {})
+    key = (team_id, kind)
+    cached = tokens.get(key)
+    if cached is not None and time.monotonic() - cached[1] < TOKEN_CACHE_SECONDS and _same(cached[0], token):
+        return True
+    column = Team.callback_token if kind == "callback" else Team.inbound_token
+    with db.engine.connect() as connection:
+        expected = connection.scalar(select(column).where(Team.id == team_id))
+    if expected is None:
+        tokens.pop(key, None)
+        return False
+    if len(tokens) >= TOKEN_CACHE_SIZE:
+        tokens.clear()
+    tokens[key] = (expected, time.monotonic())
+    return _same(expected, token)
+
+
+def _same(expected: str, token: str) -> bool:
+    return hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace"))
 
 
 def store_status_callback(
     team_id: int, content_type: str | None, query: str, body: bytes
 ) -> StoredCallback | None:
-    """Keep one status callback raw with its parsed fields; None when it carried nothing at all."""
+    """Keep one status callback raw, apply it to its message, flag it if a person should look; None when
+    it carried nothing at all."""
     if not body and not query:
         return None  # a bare GET (someone checking the URL) says nothing about any message
-    parsed = parse_callback(body, content_type, query)
+    parsed = _fitted(parse_callback(body, content_type, query))
+    params = delivery.apply_params(team_id, parsed) | {
+        "cb_content_type": _fit(content_type or "", 200),
+        "cb_query_string": _fit(query, MAX_QUERY_BYTES),
+        # Kept as text for people to read; NUL is the one character PostgreSQL text can't hold.
+        "cb_body": _fit(body.decode("utf-8", "replace"), MAX_BODY_BYTES),
+        "cb_state": parsed.state.value,
+        "cb_raw_status": parsed.raw_status,
+        "cb_cause_code": parsed.cause_code,
+        "cb_problem": flag(parsed),
+    }
     try:
-        row_id = _insert(team_id, content_type, query, body, parsed, apply_callback(team_id, parsed))
+        stored = _store_and_apply(parsed, params)
     except SQLAlchemyError:  # applying failed: the raw callback is still kept, as an orphan to match later
-        db.session.rollback()
         logger.exception("applying a callback for team %s failed; kept unmatched", team_id)
-        row_id = _insert(team_id, content_type, query, body, parsed, None)
-    db.session.commit()
-    if row_id % current_app.config["CALLBACK_PRUNE_EVERY"] == 0:
+        with db.engine.begin() as connection:
+            row_id = connection.execute(_raw_insert(), params).scalar_one()
+        stored = StoredCallback(row_id, None, params["cb_problem"], parsed)
+    if stored.id % current_app.config["CALLBACK_PRUNE_EVERY"] == 0:
         try:
             prune_team(team_id, current_app.config["CALLBACK_ORPHAN_LIMIT"])
         except SQLAlchemyError:  # the callback is stored; the sweep will prune
             db.session.rollback()
             logger.exception("pruning team %s's callbacks failed", team_id)
-    return StoredCallback(row_id, parsed)
+    return stored
 
 
-def _insert(team_id: int, content_type: str | None, query: str, body: bytes, parsed: ParsedCallback,
-            message_id: int | None) -> int:
-    return db.session.execute(
-        insert(ProviderCallback)
-        .values(
-            team_id=team_id,
-            content_type=_fit(content_type or "", 200),
-            query_string=_fit(query, MAX_QUERY_BYTES),
-            # Kept as text for people to read; NUL is the one character PostgreSQL text can't hold.
-            body=_fit(body.decode("utf-8", "replace"), MAX_BODY_BYTES),
-            unique_id=_fit(parsed.unique_id, 100),
-            reference=_fit(parsed.reference, 100),
-            state=parsed.state,
-            raw_status=_fit(parsed.raw_status, 100),
-            cause_code=_fit(parsed.cause_code, 100),
-            message_id=message_id,
-        )
-        .returning(ProviderCallback.id)
-    ).scalar_one()
+def flag(parsed: ParsedCallback) -> str | None:
+    """What a person should look at in this callback before it meets any message; None for a good one."""
+    if not parsed.fields:
+        return UNREADABLE
+    if not parsed.reference and not parsed.unique_id:
+        return NO_MESSAGE_ID
+    if parsed.raw_status is None:
+        return NO_STATUS_WORD
+    if parsed.state is DeliveryState.UNKNOWN:
+        return UNKNOWN_WORD
+    return None
+
+
+def _store_and_apply(parsed: ParsedCallback, params: dict) -> StoredCallback:
+    """Apply and store in one transaction: one statement on PostgreSQL, three on SQLite."""
+    if db.engine.dialect.name == "postgresql":
+        # One statement is atomic by itself: autocommit saves the BEGIN and COMMIT round trips.
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            row = connection.execute(_apply_and_insert(parsed.state), params).one()
+        return StoredCallback(row.id, row.message_id, row.problem, parsed)
+    with db.engine.begin() as connection:
+        applied = delivery.apply_callback(connection, params["cb_team_id"], parsed, params["cb_at"])
+        problem = params["cb_problem"] or (REPLY_DISAGREES if applied and applied.disagrees(parsed) else None)
+        row_id = connection.execute(_raw_insert(), params | {
+            "cb_message_id": applied.message_id if applied else None, "cb_problem": problem}).scalar_one()
+    return StoredCallback(row_id, applied.message_id if applied else None, problem, parsed)
+
+
+_RAW_COLUMNS = ("team_id", "content_type", "query_string", "body", "unique_id", "reference", "state",
+                "raw_status", "cause_code", "cost", "parts")
+
+
+def _raw_value(name: str):
+    """The bound parameter for one raw column, typed as the column (PostgreSQL wants types in a SELECT)."""
+    if name in delivery.PARAMETERS:
+        return delivery.param(name)
+    return bindparam(f"cb_{name}", type_=CALLBACK.c[name].type)
+
+
+@cache
+def _raw_insert() -> Insert:
+    """INSERT one raw callback from the parameters store_status_callback builds, RETURNING its id."""
+    return insert(CALLBACK).values(
+        {name: _raw_value(name) for name in _RAW_COLUMNS}
+        | {"received_at": _raw_value("at"), "message_id": _raw_value("message_id"), "problem": _raw_value("problem")}
+    ).returning(CALLBACK.c.id)
+
+
+@cache
+def _apply_and_insert(state: DeliveryState) -> Insert:
+    """PostgreSQL, one statement: find the message, move it (a guarded UPDATE), INSERT the raw row with
+    the message's id and its flag, RETURNING id, message_id, problem. Built once per state."""
+    found = (select(MESSAGE.c.id, MESSAGE.c.reply_parts, MESSAGE.c.reply_cost)
+             .where(MESSAGE.c.id == delivery.matched_message_id()).cte("found"))
+    found_id = select(found.c.id).scalar_subquery()
+    disagrees = or_(select(found.c.reply_cost).scalar_subquery() != _raw_value("cost"),
+                    select(found.c.reply_parts).scalar_subquery() != _raw_value("parts"))
+    problem = func.coalesce(_raw_value("problem"), case((disagrees, REPLY_DISAGREES)))
+    row = select(*(_raw_value(name) for name in _RAW_COLUMNS), _raw_value("at"), found_id, problem)
+    statement = (insert(CALLBACK)
+                 .from_select([*_RAW_COLUMNS, "received_at", "message_id", "problem"], row)
+                 .returning(CALLBACK.c.id, CALLBACK.c.message_id, CALLBACK.c.problem))
+    if state in delivery.TARGET:  # an unknown word is stored, never applied
+        moved = delivery.guarded_update(state, MESSAGE.c.id == found_id).returning(MESSAGE.c.id).cte("moved")
+        statement = statement.add_cte(moved)
+    return statement
 
 
 def rematch_orphans(limit: int = 10_000) -> int:
-    """The periodic sweep: apply unmatched callbacks whose message exists now (newest first); how many matched."""
-    matched = 0
-    orphans = db.session.execute(
-        select(ProviderCallback.id, ProviderCallback.team_id, ProviderCallback.reference, ProviderCallback.unique_id,
-               ProviderCallback.state, ProviderCallback.received_at)
-        .where(ProviderCallback.message_id.is_(None),
-               (ProviderCallback.reference.is_not(None)) | (ProviderCallback.unique_id.is_not(None)))
-        .order_by(ProviderCallback.id.desc()).limit(limit)
-    ).all()
-    for orphan in orphans:
+    """The periodic sweep: apply unmatched callbacks whose message exists now; how many matched.
+
+    One query finds which of the newest `limit` orphans have a message now; they are applied oldest
+    first, and an orphan's billed figures only where no later callback of that message brought its own
+    (the latest provider figure counts)."""
+    by_reference = (select(MESSAGE.c.id)
+                    .where(MESSAGE.c.reference == CALLBACK.c.reference, MESSAGE.c.team_id == CALLBACK.c.team_id)
+                    .scalar_subquery())
+    by_unique_id = (select(MESSAGE.c.id)
+                    .where(MESSAGE.c.team_id == CALLBACK.c.team_id, MESSAGE.c.unique_id == CALLBACK.c.unique_id)
+                    .order_by(MESSAGE.c.id).limit(1).scalar_subquery())
+    newest = (select(CALLBACK.c.id)
+              .where(CALLBACK.c.message_id.is_(None),
+                     or_(CALLBACK.c.reference.is_not(None), CALLBACK.c.unique_id.is_not(None)))
+              .order_by(CALLBACK.c.id.desc()).limit(limit))
+    candidates = (select(CALLBACK, func.coalesce(by_reference, by_unique_id).label("found_id"))
+                  .where(CALLBACK.c.id.in_(newest)).subquery())
+    connection = db.session.connection()
+    matches = connection.execute(select(candidates).where(candidates.c.found_id.is_not(None))
+                                 .order_by(candidates.c.id)).all()
+    for orphan in matches:
         parsed = ParsedCallback(unique_id=orphan.unique_id, reference=orphan.reference, state=orphan.state,
-                                raw_status=None, cause_code=None, cost=None, parts=None)
-        message_id = apply_callback(orphan.team_id, parsed, orphan.received_at)
-        if message_id is not None:
-            db.session.execute(update(ProviderCallback).where(ProviderCallback.id == orphan.id)
-                               .values(message_id=message_id))
-            matched += 1
+                                raw_status=orphan.raw_status, cause_code=orphan.cause_code, cost=orphan.cost,
+                                parts=orphan.parts)
+        later = connection.scalar(select(exists().where(
+            CALLBACK.c.message_id == orphan.found_id, CALLBACK.c.id > orphan.id,
+            or_(CALLBACK.c.cost.is_not(None), CALLBACK.c.parts.is_not(None)))))
+        applied = delivery.apply_callback(connection, orphan.team_id, replace(parsed, cost=None, parts=None)
+                                          if later else parsed, orphan.received_at, message_id=orphan.found_id)
+        if applied is None:  # deleted since
+            continue
+        problem = orphan.problem or (REPLY_DISAGREES if applied.disagrees(parsed) else None)
+        connection.execute(update(CALLBACK).where(CALLBACK.c.id == orphan.id, CALLBACK.c.message_id.is_(None))
+                           .values(message_id=applied.message_id, problem=problem))
     db.session.commit()
-    return matched
+    return len(matches)
 
 
 def store_inbound_message(team_id: int, content_type: str | None, query: str, body: bytes) -> InboundMessage | None:
@@ -187,5 +313,20 @@ def _unmatched(team_id: int) -> tuple:
 
 
 def _fit(value: str | None, length: int) -> str | None:
-    """Fit a value into its column; PostgreSQL refuses what is longer, and NUL anywhere."""
-    return None if value is None else value.replace("\x00", "")[:length]
+    """Fit a value into its column; PostgreSQL refuses what is longer, NUL anywhere, and a lone surrogate
+    (which a JSON body can spell as \\ud800)."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")[:length]
+
+
+def _fitted(parsed: ParsedCallback) -> ParsedCallback:
+    """The parsed callback with every value fitted to its column, so matching and storing can't fail."""
+    return replace(parsed, unique_id=_fit(parsed.unique_id, 100), reference=_fit(parsed.reference, 100),
+                   raw_status=_fit(parsed.raw_status, 100), cause_code=_fit(parsed.cause_code, 100),
+                   cost=_money(parsed.cost))
+
+
+def _money(cost: Decimal | None) -> Decimal | None:
+    """A cost as its column keeps it (5 decimals); 1e-999999999 is 0, not a database error."""
+    return None if cost is None else cost.quantize(Decimal("0.00001"))

@@ -9,13 +9,43 @@ An UNKNOWN message (the reply never came, or its worker died mid-POST) becomes a
 its callback arrives: that is how the engine learns it was sent. If a person had meanwhile resent it
 ("resend unconfirmed"), the first attempt is marked sent twice, so the campaign counts it honestly.
 An unrecognised status word is stored with the callback and never applied.
+
+The cost and parts a callback reports are the billed figures (the provider's latest word counts); the
+send reply's own figures stay in reply_parts / reply_cost and the estimate in estimated_cost, so a
+difference is kept, and a callback that disagrees with the reply is flagged (REPLY_DISAGREES).
+
+Everything here is Core SQL on a connection the caller gives (one transaction, or PostgreSQL's single
+statement in webapp.services.callbacks), and every change is a plain UPDATE of `message`, so the
+database's triggers on that table see each one. The UPDATE is guarded: its WHERE clause lets through
+only a row the callback changes (a higher status, new billed figures, a first uniqueid), so a duplicate
+writes nothing, and two callbacks racing each other can't move a message down (PostgreSQL re-checks
+the guard and recomputes the CASE on the row version it finally updates).
 """
 
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
+from functools import cache
 
-from sqlalchemy import case, select, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 
-from webapp.extensions import db
 from webapp.models import Message, MessageStatus, utcnow
 from webapp.provider.delivery_reports import DeliveryState, ParsedCallback
 
@@ -33,59 +63,118 @@ TARGET = {
     DeliveryState.FAILED: MessageStatus.UNDELIVERED,
 }
 _LOWER = {state: [s for s, rank in RANK.items() if rank < RANK[target]] for state, target in TARGET.items()}
+REPLY_DISAGREES = "billed differs from send reply"
+
+MESSAGE = Message.__table__
+# The parameters every statement here takes (apply_params builds them), named "cb_" + key: SQLAlchemy
+# keeps a column's own name for itself in INSERT and UPDATE.
+PARAMETERS = {
+    "team_id": Integer(), "reference": String(), "unique_id": String(), "message_id": Integer(),
+    "parts": Integer(), "cost": Numeric(12, 5), "at": DateTime(), "error": Text(),
+}
 
 
-def find_message(team_id: int, reference: str | None, unique_id: str | None) -> int | None:
-    """The id of the team's message this callback is about: by our reference first, else the provider's id."""
-    if reference:
-        found = db.session.scalar(select(Message.id).where(Message.reference == reference,
-                                                           Message.team_id == team_id))
-        if found is not None:
-            return found
-    if unique_id:
-        return db.session.scalar(select(Message.id).where(Message.team_id == team_id,
-                                                          Message.unique_id == unique_id).limit(1))
-    return None
+@dataclass(frozen=True)
+class Applied:
+    """The message a callback was matched to, the send reply's figures, and whether the row changed."""
+
+    message_id: int
+    reply_parts: int | None
+    reply_cost: Decimal | None
+    changed: bool
+
+    def disagrees(self, parsed: ParsedCallback) -> bool:
+        """True when the callback's cost or parts differ from what the send reply said."""
+        return ((parsed.cost is not None and self.reply_cost is not None and parsed.cost != self.reply_cost)
+                or (parsed.parts is not None and self.reply_parts is not None and parsed.parts != self.reply_parts))
 
 
-def apply_callback(team_id: int, parsed: ParsedCallback, at: datetime | None = None) -> int | None:
-    """Move the matching message up to what the callback says; returns its id, or None when unmatched.
-
-    One guarded UPDATE: the WHERE clause lists the statuses below the target, so a duplicate or a late
-    "sent" after "delivered" matches no row, and two callbacks racing each other can't move it down.
-    """
-    message_id = find_message(team_id, parsed.reference, parsed.unique_id)
-    if message_id is None:
-        return None
-    target = TARGET.get(parsed.state)
-    values: dict = {"updated_at": at or utcnow()}
-    if parsed.unique_id:
-        values["unique_id"] = case((Message.unique_id.is_(None), parsed.unique_id), else_=Message.unique_id)
-    # The provider's latest figures are the billed truth; the estimate stays beside them.
-    if parsed.parts is not None:
-        values["billed_parts"] = parsed.parts
-    if parsed.cost is not None:
-        values["billed_cost"] = parsed.cost
-    if target is not None:
-        if target is MessageStatus.UNDELIVERED:  # say why, for the campaign page and the export
-            values["error"] = _undelivered_reason(parsed)
-        moved = db.session.execute(
-            update(Message).where(Message.id == message_id, Message.status.in_(_LOWER[parsed.state]))
-            .values(status=target, sent_twice=Message.resent, **_final(target, at), **values)
-        ).rowcount
-        if moved:
-            return message_id
-    values.pop("error", None)  # a late or duplicate report never rewrites the reason of a final state
-    db.session.execute(update(Message).where(Message.id == message_id).values(**values))
-    return message_id
+def param(name: str):
+    """The typed bound parameter `name` of PARAMETERS (cost cast in SQL: psycopg sends no type for a
+    Decimal that is None, and PostgreSQL can't guess one in `IS NOT NULL`)."""
+    value = bindparam(f"cb_{name}", type_=PARAMETERS[name])
+    return cast(value, PARAMETERS[name]) if name == "cost" else value
 
 
-def _undelivered_reason(parsed: ParsedCallback) -> str:
+def matched_message_id():
+    """The team's message a callback is about: by our reference first, else the provider's uniqueid.
+
+    A scalar expression (two indexed probes; COALESCE skips the second when the first finds the row)."""
+    by_reference = (select(MESSAGE.c.id)
+                    .where(MESSAGE.c.reference == param("reference"), MESSAGE.c.team_id == param("team_id"))
+                    .scalar_subquery())
+    by_unique_id = (select(MESSAGE.c.id)
+                    .where(MESSAGE.c.team_id == param("team_id"), MESSAGE.c.unique_id == param("unique_id"))
+                    .order_by(MESSAGE.c.id).limit(1).scalar_subquery())
+    return func.coalesce(by_reference, by_unique_id)
+
+
+@cache
+def update_statement(state: DeliveryState, by_id: bool = False) -> Update:
+    """The guarded UPDATE for a callback in `state` (a known one), matched as matched_message_id() says or
+    by :message_id, RETURNING the row's id and reply figures; built once per state."""
+    which = and_(MESSAGE.c.id == param("message_id"), MESSAGE.c.team_id == param("team_id")) if by_id \
+        else MESSAGE.c.id == matched_message_id()
+    return guarded_update(state, which).returning(MESSAGE.c.id, MESSAGE.c.reply_parts, MESSAGE.c.reply_cost)
+
+
+def guarded_update(state: DeliveryState, which) -> Update:
+    """UPDATE the message `which` selects to what a callback in `state` says, only if that changes it."""
+    c = MESSAGE.c
+    at = param("at")
+    values: dict = {
+        "unique_id": func.coalesce(c.unique_id, param("unique_id")),
+        "billed_parts": func.coalesce(param("parts"), c.billed_parts),
+        "billed_cost": func.coalesce(param("cost"), c.billed_cost),
+        "updated_at": at,
+    }
+    changes = [
+        and_(c.unique_id.is_(None), param("unique_id").is_not(None)),
+        and_(param("parts").is_not(None), c.billed_parts.is_distinct_from(param("parts"))),
+        and_(param("cost").is_not(None), c.billed_cost.is_distinct_from(param("cost"))),
+    ]
+    target = TARGET[state]
+    below = or_(*(c.status == status for status in _LOWER[state]))
+    values["status"] = case((below, literal(target.value)), else_=c.status)
+    values["sent_twice"] = case((below, c.resent), else_=c.sent_twice)
+    if RANK[target] == 3:
+        values["finished_at"] = case((below, at), else_=c.finished_at)
+    if target is MessageStatus.UNDELIVERED:  # say why; a late report never rewrites the reason
+        values["error"] = case((below, param("error")), else_=c.error)
+    return update(MESSAGE).where(which, or_(below, *changes)).values(**values)
+
+
+def apply_params(team_id: int, parsed: ParsedCallback, at: datetime | None = None,
+                 message_id: int | None = None) -> dict:
+    """The bound values of the statements above for one callback."""
+    failed = TARGET.get(parsed.state) is MessageStatus.UNDELIVERED
+    return {"cb_team_id": team_id, "cb_reference": parsed.reference, "cb_unique_id": parsed.unique_id,
+            "cb_message_id": message_id, "cb_parts": parsed.parts, "cb_cost": parsed.cost, "cb_at": at or utcnow(),
+            "cb_error": undelivered_reason(parsed) if failed else None}
+
+
+def apply_callback(connection: Connection, team_id: int, parsed: ParsedCallback, at: datetime | None = None,
+                   message_id: int | None = None) -> Applied | None:
+    """Move the matching message up to what the callback says; None when no message matches.
+
+    The guarded UPDATE comes first (a write first: SQLite takes its write lock at once rather than
+    upgrading a read); only when it changed nothing does a SELECT say whether the message exists.
+    With `message_id` the message is that row of the team (the rematch sweep, which matched it)."""
+    params = apply_params(team_id, parsed, at, message_id)
+    by_id = message_id is not None
+    if parsed.state in TARGET:  # an unknown word is never applied, not even its figures
+        row = connection.execute(update_statement(parsed.state, by_id), params).first()
+        if row is not None:
+            return Applied(row.id, row.reply_parts, row.reply_cost, changed=True)
+    which = (MESSAGE.c.id == message_id) & (MESSAGE.c.team_id == team_id) if by_id \
+        else MESSAGE.c.id == matched_message_id()
+    row = connection.execute(select(MESSAGE.c.id, MESSAGE.c.reply_parts, MESSAGE.c.reply_cost).where(which),
+                             params).first()
+    return None if row is None else Applied(row.id, row.reply_parts, row.reply_cost, changed=False)
+
+
+def undelivered_reason(parsed: ParsedCallback) -> str:
     """The provider's own words for a failed delivery: its status word and cause code, as reported."""
     word = (parsed.raw_status or "undelivered").strip()[:100]
     return f"Not delivered: the provider reported {word}" + (f" (cause {parsed.cause_code[:40]})"
                                                               if parsed.cause_code else "")
-
-
-def _final(target: MessageStatus, at: datetime | None) -> dict:
-    return {"finished_at": at or utcnow()} if RANK[target] == 3 else {}

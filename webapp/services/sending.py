@@ -357,7 +357,9 @@ def _accepted_update(token: str):
     """Record an accepted row (executemany: b_id, b_unique_id, b_pid, b_parts, b_cost), guarded by the claim.
 
     A fast callback may have moved the row on already (webapp.services.delivery): keep its status and the
-    billed figures it brought, and add what only the reply carries. A reply so slow that the sweep already
+    billed figures it brought (the provider's latest word), and add what only the reply carries. The
+    reply's own parts and cost are kept in reply_* either way, so a disagreement stays visible; they are
+    the billed figures only until a callback brings its own. A reply so slow that the sweep already
     called the row unknown (its claim cleared) is still the provider's word that it was sent: take it, and
     if a person had resent it meanwhile, count the message as sent twice.
     """
@@ -374,6 +376,8 @@ def _accepted_update(token: str):
                 status=case((or_(table.c.status == MessageStatus.SENDING, was_unknown), MessageStatus.ACCEPTED),
                             else_=table.c.status),
                 unique_id=bindparam("b_unique_id"), pid=bindparam("b_pid"),
+                reply_parts=bindparam("b_parts", type_=table.c.reply_parts.type),
+                reply_cost=bindparam("b_cost", type_=table.c.reply_cost.type),
                 billed_parts=func.coalesce(table.c.billed_parts, bindparam("b_parts", type_=table.c.billed_parts.type)),
                 billed_cost=func.coalesce(table.c.billed_cost, bindparam("b_cost", type_=table.c.billed_cost.type)))
     )

@@ -2,11 +2,16 @@
 
 The provider doesn't sign callbacks, so each URL carries the team's id and its unguessable token,
 compared in constant time. The answer is 200 even for a message we don't know yet: a 404 can make a
-provider stop retrying. Bodies and query strings over the bounds in webapp.services.callbacks are
-refused (413, 414) unread and unstored; HEAD (which Flask routes to these GET views) stores nothing.
+provider stop retrying, and it is 200 for a body the parser can't read too (stored and flagged for a
+person). Bodies and query strings over the bounds in webapp.services.callbacks are refused (413, 414)
+unread and unstored; HEAD (which Flask routes to these GET views) stores nothing. When the database
+can't be reached the answer is 503, so the provider tries again later: nothing is lost.
 """
 
+import logging
+
 from flask import Blueprint, abort, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import csrf
 from webapp.services.callbacks import (
@@ -20,15 +25,24 @@ from webapp.services.callbacks import (
     token_matches,
 )
 
+logger = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/callbacks")
 csrf.exempt(bp)
 
 OK = ("OK", 200, {"Content-Type": "text/plain"})
+TRY_AGAIN = ("Try again later", 503, {"Content-Type": "text/plain", "Retry-After": "30"})
+
+
+@bp.errorhandler(SQLAlchemyError)
+def database_unavailable(error: SQLAlchemyError):
+    """The database failed (down, restarting): 503 asks the provider to retry, where a 500 might not."""
+    logger.error("webhook could not reach the database: %s", error)
+    return TRY_AGAIN
 
 
 @bp.route(f"/multitel/<int(max={MAX_TEAM_ID}):team_id>/<token>", methods=["GET", "POST"])
 def status(team_id: int, token: str):
-    """Store a status callback as it arrived, with what the tolerant parser read from it."""
+    """Store a status callback as it arrived, with what the tolerant parser read from it, and apply it."""
     if not token_matches(team_id, token, "callback"):
         abort(404)
     if request.method != "HEAD":
