@@ -78,9 +78,19 @@ def test_review_launch_and_watch_the_campaign_complete(app, callbacks_here, page
     # Completed, it polls every 10 s while reports are awaited, and stops once every message has its final state.
     page.wait_for_function("!document.querySelector('#campaign-status').hasAttribute('hx-trigger')",
                            timeout=120_000)
+    assert page.evaluate("window.sameDocument") is True
     assert page.locator("#count-accepted").inner_text() == "0"
+    delivered = int(page.locator("#count-delivered").inner_text())
+    undelivered = int(page.locator("#count-undelivered").inner_text()) if page.locator("#count-undelivered").count() else 0
+    assert delivered + undelivered == RECIPIENTS  # 100% delivered or failed
+    assert page.locator("#delivery-rate").inner_text() == f"{round(delivered * 100 / RECIPIENTS)}% delivered"
+    assert "Reports cover 100% of the 20 sent." in page.locator("#coverage").inner_text()
+    assert page.locator("#timeline polyline").count() == 3
     screenshot(page, "campaign-completed")
 
     sends = requests.get(f"{callbacks_here.url}/_sandbox/sends", timeout=10).json()
+    billed = sum(Decimal(send["cost"]) for send in sends)
+    assert page.locator("#spend-billed").inner_text() == f"{billed:,.4f} USD"  # the provider's own total
+    assert page.locator("#spend-total").inner_text() == f"{billed:,.4f} USD"
     per_number = Counter(send["to"] for send in sends)
     assert len(per_number) == RECIPIENTS and set(per_number.values()) == {1}
