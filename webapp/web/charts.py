@@ -1,7 +1,7 @@
 """Server-rendered SVG charts: no script, no CDN, nothing for the CSP to allow."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 WIDTH, HEIGHT, PAD = 640, 180, 4
 MAX_POINTS = 160  # a week-long campaign still draws as a few kilobytes
@@ -25,19 +25,25 @@ class Chart:
     height: int = HEIGHT
 
 
-def cumulative_chart(rows: list[tuple], series: tuple[tuple[str, int, str], ...]) -> Chart | None:
-    """Cumulative lines over time from (minute, value, value, ...) rows; series: (name, column, css class)."""
+def cumulative_chart(rows: list[tuple], series: tuple[tuple[str, int, str], ...], start: datetime,
+                     end: datetime) -> Chart | None:
+    """Cumulative lines from `start` to `end` over (minute, value, value, ...) rows; series: (name, column, css).
+
+    A minute's figures are drawn at the minute's end (or at `end`, if sooner): what happened in it is all
+    in by then, so a campaign that took seconds still draws a slope from its start, not a vertical line.
+    """
     if not rows:
         return None
     rows = _thin(rows, {column for _name, column, _css in series})
-    start, end = rows[0][0], rows[-1][0]
-    span = max((end - start).total_seconds(), 60.0)
+    start = min(start, rows[0][0])
+    end = max(end, start + timedelta(seconds=1))
+    span = (end - start).total_seconds()
     totals = {column: 0 for _name, column, _css in series}
     cumulated = []
     for row in rows:
         for column in totals:
             totals[column] += row[column]
-        cumulated.append((row[0], dict(totals)))
+        cumulated.append((min(row[0] + timedelta(minutes=1), end), dict(totals)))
     top = max(max(totals.values()), 1)
 
     def point(moment: datetime, value: int) -> str:
