@@ -18,6 +18,7 @@ def init_app(app: Flask) -> None:
         dashboard,
         health,
         imports,
+        messages,
         optouts,
         settings,
         users,
@@ -27,5 +28,5 @@ def init_app(app: Flask) -> None:
     app.before_request(access.refuse_viewer_changes)
     for module in (auth, contacts, dashboard, health, imports, optouts, settings, users, webhooks):
         app.register_blueprint(module.bp)
-    for module in (compose, campaigns):
+    for module in (compose, campaigns, messages):
         app.register_blueprint(module.bp)
