@@ -85,7 +85,8 @@ def build(app, count: int) -> dict:
         now = "now() AT TIME ZONE 'UTC'" if postgres else "datetime('now')"
         # Only this module's constants are formatted into the SQL; the values are bound.
         if postgres:
-            insert = f"INSERT INTO message ({_COLUMNS}) {_values(phone, now)} FROM generate_series(1, :n) AS n"
+            numbers = "generate_series(1, CAST(:n AS bigint)) n"
+            insert = f"INSERT INTO message ({_COLUMNS}) {_values(phone, now)} FROM {numbers}"
         else:
             numbers = "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < :n) "
             insert = f"{numbers}INSERT INTO message ({_COLUMNS}) {_values(phone, now)} FROM g"  # noqa: S608
@@ -189,24 +190,51 @@ def full_scans(app, statements, postgres: bool) -> list[str]:
     return found
 
 
+def page_query(url: str):
+    """The service call the view makes for this URL: the page's queries alone, without the request around them."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from webapp.services import message_log
+
+    parts = urlsplit(url)
+    campaign_id = int(parts.path.split("/")[2])
+    args = {name: values[0] for name, values in parse_qs(parts.query).items()}
+    return lambda: message_log.page(campaign_id, args.get("status", ""), message_log.number_prefix(args.get("q")),
+                                    message_log.cursor_id(args.get("after")), message_log.cursor_id(args.get("before")))
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    times = sorted(times)
+    return round(statistics.median(times), 2), round(times[max(0, int(len(times) * 0.95) - 1)], 2)
+
+
 def measure_pages(app, client, urls: dict[str, str], postgres: bool) -> dict:
+    """Each page REPEATS times through the view (the figure judged) and through the service alone."""
+    from webapp.extensions import db
+
     results = {}
     for name, url in urls.items():
         captured, stop = capture_sql(app)
         response = client.get(url)
         stop()
         assert response.status_code == 200, (name, response.status_code)
-        times = []
+        request_times, query_times = [], []
         for _ in range(REPEATS):
             started = time.perf_counter()
             html = client.get(url).get_data(as_text=True)
-            times.append((time.perf_counter() - started) * 1000)
-        times.sort()
-        results[name] = {
-            "url": url, "rows": html.count('<tr id="message-'),
-            "p50_ms": round(statistics.median(times), 2), "p95_ms": round(times[int(len(times) * 0.95) - 1], 2),
-            "full_scans": len(full_scans(app, captured, postgres)), "queries": len(captured),
-        }
+            request_times.append((time.perf_counter() - started) * 1000)
+        query = page_query(url)
+        with app.app_context():
+            for _ in range(REPEATS):
+                started = time.perf_counter()
+                query()
+                query_times.append((time.perf_counter() - started) * 1000)
+                db.session.rollback()
+        p50, p95 = percentiles(request_times)
+        query_p50, query_p95 = percentiles(query_times)
+        results[name] = {"url": url, "rows": html.count('<tr id="message-'), "p50_ms": p50, "p95_ms": p95,
+                         "query_p50_ms": query_p50, "query_p95_ms": query_p95,
+                         "full_scans": len(full_scans(app, captured, postgres)), "queries": len(captured)}
     return results
 
 
@@ -215,23 +243,26 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * 4096 / 2**20
 
 
-def measure_export(client, campaign_id: int) -> dict:
-    """Stream the export, counting rows and watching resident memory grow."""
+def measure_export(client, campaign_id: int, count: int) -> dict:
+    """Stream the export, checking each message comes once (a bit per reference) and watching resident memory."""
+    seen = bytearray(count + 1)
     before = peak = _rss_mb()
     started = time.perf_counter()
     response = client.get(f"/campaigns/{campaign_id}/messages.csv", buffered=False)
-    rows, references, tail = 0, set(), ""
+    rows, repeated, tail = 0, 0, ""
     for piece in response.response:
         text = tail + (piece.decode() if isinstance(piece, bytes) else piece)
         text, _, tail = text.rpartition("\n")
         for row in csv.reader(io.StringIO(text)):
-            if row and row[0] != "\ufeffphone":
+            if row and row[8].startswith("big-"):
                 rows += 1
-                references.add(hash(row[8]))
+                number = int(row[8][4:])
+                repeated += seen[number]
+                seen[number] = 1
         peak = max(peak, _rss_mb())
     response.close()
     seconds = time.perf_counter() - started
-    return {"rows": rows, "distinct_references": len(references), "seconds": round(seconds, 2),
+    return {"rows": rows, "repeated": repeated, "seconds": round(seconds, 2),
             "rows_per_second": round(rows / seconds), "memory_growth_mb": round(peak - before, 1)}
 
 
@@ -262,7 +293,7 @@ def main() -> int:
         client = signed_in_client(app, ids["user"])
         urls = scenarios(app, client, ids["campaign"])
         pages = measure_pages(app, client, urls, ids["postgres"])
-        export = measure_export(client, ids["campaign"])
+        export = measure_export(client, ids["campaign"], count)
     finally:
         if drop is not None:
             from webapp.extensions import db
@@ -277,8 +308,8 @@ def main() -> int:
         "worst_page_p95_ms": {"value": worst["p95_ms"], "limit": f"< {P95_LIMIT_MS}",
                               "ok": worst["p95_ms"] < P95_LIMIT_MS},
         "pages_with_a_full_scan": {"value": scanned, "limit": "none", "ok": not scanned},
-        "export_rows": {"value": export["rows"], "limit": f"== {count} (each once)",
-                        "ok": export["rows"] == count == export["distinct_references"]},
+        "export_rows": {"value": export["rows"], "limit": f"== {count}, none twice",
+                        "ok": export["rows"] == count and export["repeated"] == 0},
         "export_memory_growth_mb": {"value": export["memory_growth_mb"], "limit": f"< {MEMORY_LIMIT_MB}",
                                     "ok": export["memory_growth_mb"] < MEMORY_LIMIT_MB},
     }
@@ -298,9 +329,11 @@ def main() -> int:
     }
     print(f"{report['database']}, {count:,} messages in the campaign (+{count // 10:,} in another), built in "
           f"{build_seconds} s")
-    print(f"{'page':<32}{'rows':>6}{'p50 ms':>9}{'p95 ms':>9}  full scans  (limit p95 < {P95_LIMIT_MS:.0f} ms)")
+    print(f"{'page (request; its queries alone)':<34}{'rows':>5}{'p50 ms':>8}{'p95 ms':>8}{'query p50':>11}"
+          f"{'query p95':>10}  full scans   (limit: request p95 < {P95_LIMIT_MS:.0f} ms, no full scan)")
     for name, page in pages.items():
-        print(f"{name:<32}{page['rows']:>6}{page['p50_ms']:>9.2f}{page['p95_ms']:>9.2f}  {page['full_scans']}")
+        print(f"{name:<34}{page['rows']:>5}{page['p50_ms']:>8.2f}{page['p95_ms']:>8.2f}{page['query_p50_ms']:>11.2f}"
+              f"{page['query_p95_ms']:>10.2f}  {page['full_scans']}")
     print(f"export: {export['rows']:,} rows in {export['seconds']} s ({export['rows_per_second']:,}/s), "
           f"memory +{export['memory_growth_mb']} MB (limit < {MEMORY_LIMIT_MB:.0f})")
     print("pass" if report["pass"] else "FAIL: " + ", ".join(name for name, check in checks.items() if not check["ok"]))

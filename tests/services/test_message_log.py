@@ -240,3 +240,18 @@ def test_plain_numbers():
     assert str(message_log.plain_number(Decimal("2.00000"))) == "2"
     assert str(message_log.plain_number(Decimal("100"))) == "100"
     assert message_log.plain_number(None) is None
+
+
+def test_export_clock_matches_local_time_across_daylight_saving():
+    """The export's cached clock gives the zone's wall time on both sides of a DST change, to the second."""
+    from datetime import timedelta
+
+    zone = message_log.zone_of("America/New_York")
+    clock = message_log._Clock(zone)
+    assert clock(datetime(2026, 3, 8, 6, 59, 59)) == "2026-03-08 01:59:59"  # EST
+    assert clock(datetime(2026, 3, 8, 7, 0, 0)) == "2026-03-08 03:00:00"  # EDT from 07:00 UTC
+    moment = datetime(2026, 11, 1, 4, 0, 0, 123456)
+    for step in range(0, 4 * 3600, 97):
+        at = moment + timedelta(seconds=step)
+        assert clock(at) == message_log.local_time(at, zone), at
+    assert clock(None) == "" and message_log.zone_of("Not/AZone").key == "UTC"

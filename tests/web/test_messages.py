@@ -62,6 +62,17 @@ def _message_id(phone: str) -> int:
     return db.session.scalar(select(Message.id).where(Message.phone == phone))
 
 
+def _add_callbacks(message_id: int, *states: DeliveryState) -> None:
+    """Callbacks applied to the message, oldest first, each with its own status word (SENT-WORD, ...)."""
+    from webapp.models import Team
+
+    team = db.session.get(Team, db.session.get(Message, message_id).team_id)
+    for state in states:
+        callback = make_callback(team, reference="r", state=state)
+        callback.message_id, callback.raw_status = message_id, state.value.upper() + "-WORD"
+    db.session.commit()
+
+
 def numbers(html: str) -> list[str]:
     return NUMBER.findall(html)
 
@@ -182,14 +193,7 @@ def test_callback_history_fragment_and_page(app, client, auth, campaign_id):
     """A message's callbacks, newest first: as the row htmx swaps in, and as a page without JavaScript."""
     with app.app_context():
         message_id = _message_id("+447700900123")
-        team_id = db.session.get(Message, message_id).team_id
-        from webapp.models import Team
-
-        team = db.session.get(Team, team_id)
-        for state in (DeliveryState.SENT, DeliveryState.FAILED):
-            callback = make_callback(team, reference="r", state=state)
-            callback.message_id, callback.raw_status = message_id, state.value.upper() + "-WORD"
-        db.session.commit()
+        _add_callbacks(message_id, DeliveryState.SENT, DeliveryState.FAILED)
     auth.login("ed@example.com")
     response = client.get(f"/messages/{message_id}", headers={"HX-Request": "true",
                                                                "HX-Target": f"tr#history-{message_id}"})
@@ -244,3 +248,41 @@ def test_signed_out_is_sent_to_login(client, campaign_id):
     """Nothing here is public."""
     for url in (f"/campaigns/{campaign_id}/messages", f"/campaigns/{campaign_id}/messages.csv", "/messages/1"):
         assert client.get(url).status_code in (302, 401), url
+
+
+@pytest.mark.browser
+def test_in_a_browser_filter_search_pages_and_history_swap_in_place(app, page, campaign_id):
+    """With htmx the status select, the search box, the page links and a message's callbacks update the
+    table in place (no page load), and the address keeps the filter."""
+    from playwright.sync_api import expect
+
+    from tests.conftest import screenshot
+    from tests.factories import PASSWORD
+
+    with app.app_context():
+        message_id = _message_id("+447700900123")
+        _add_callbacks(message_id, DeliveryState.FAILED)
+    page.goto("/login")
+    page.get_by_label("Email").fill("viewer@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/")
+    page.goto(f"/campaigns/{campaign_id}/messages")
+    page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+    rows = page.locator("#messages tbody tr[id^=message-]")
+    page.select_option("#status", "held")
+    expect(rows).to_have_count(3)
+    assert "status=held" in page.url
+    page.select_option("#status", "")
+    page.fill("#q", "+44 7700")
+    expect(rows).to_have_count(1)
+    page.get_by_role("link", name="Callbacks").click()
+    page.wait_for_selector(f"#callbacks-{message_id}")
+    assert "FAILED-WORD" in page.inner_text(f"#history-{message_id}")
+    screenshot(page, "campaign-messages-history")
+    page.fill("#q", "")
+    expect(rows).to_have_count(50)
+    page.click("#page-next")
+    page.wait_for_selector("#page-previous")
+    assert "after=" in page.url and page.evaluate("window.loadedOnce") is True
+    screenshot(page, "campaign-messages")
