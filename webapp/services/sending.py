@@ -7,17 +7,18 @@ is a guarded UPDATE, so a crash at any point leaves every row in a state that sa
 1. claim: a batch takes up to `batch_size` CREATED rows by writing its random claim token on them
    (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serialises writers). A claim that is never marked in
    flight is safe to release: nothing was posted.
-2. per group of `concurrency` rows: the campaign must still be sending (pause and cancel take effect
-   here, within one group), opted-out numbers are dropped (a STOP that arrived after launch), rows
+2. per group of rows filling the free POST slots (at most `concurrency` on the wire): the campaign must
+   still be sending (pause and cancel take effect here, within one refill), opted-out numbers are dropped (a STOP that arrived after launch), rows
    outside the recipient's quiet hours are held until their window opens, the shared rate limit and
    the budget cap are consulted.
 3. mark in flight: CREATED -> SENDING for exactly the rows about to be posted, checked against the
    claim token and the campaign's state, committed *before* the POSTs. After a crash, only SENDING
    rows may have reached the provider, and the sweeper makes them UNKNOWN, never CREATED. This is the
    one commit that waits for PostgreSQL's disk flush; the others need not (_relax_commit says why).
-4. POST concurrently (one thread per row of the group, one kept-alive session per thread) and record
-   each outcome with the claim token in the WHERE clause, so a slow worker whose claim was taken over
-   can never overwrite the worker that replaced it.
+4. POST concurrently (a pool of `concurrency` threads, one kept-alive session per thread), refilling
+   slots as POSTs finish rather than waiting for a whole group (_pipeline), and record each outcome
+   with the claim token in the WHERE clause, so a slow worker whose claim was taken over can never
+   overwrite the worker that replaced it.
 
 Outcomes (webapp.provider.multitel): ACCEPTED keeps uniqueid, parts and cost; NOT_SENT goes back to
 CREATED with exponential backoff and jitter (Retry-After honoured) until `max_attempts`, then FAILED;
@@ -31,7 +32,8 @@ import logging
 import random
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -191,12 +193,7 @@ def send_batch(campaign_id: int, *, client: MultitelClient | None = None, limite
     stopped, next_in = None, None
     try:
         with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send") as pool:
-            for start in range(0, len(ids), settings.concurrency):
-                group = ids[start:start + settings.concurrency]
-                outcome = _send_group(context, token, group, pool, totals)
-                if outcome is not None:
-                    stopped, next_in = outcome
-                    break
+            stopped, next_in = _pipeline(context, token, ids, pool, totals) or (None, None)
     finally:
         # Rows still claimed were never marked in flight: give them back now rather than at the sweep.
         db.session.rollback()
@@ -236,12 +233,47 @@ def team_limiter(team: Team) -> RateLimiter:
     return RateLimiter(redis_connection(), rate, burst)
 
 
-def _send_group(context: _Context, token: str, group: list[int], pool: ThreadPoolExecutor,
-                totals: dict) -> tuple[str, float | None] | None:
-    """Check, mark in flight, post and record one group; a (reason, wait) return stops the batch."""
+def _pipeline(context: _Context, token: str, ids: list[int], pool: ThreadPoolExecutor,
+              totals: dict) -> tuple[str, float | None] | None:
+    """Keep up to `concurrency` POSTs on the wire: refill free slots and record finished POSTs meanwhile.
+
+    The database work (checks, the in-flight mark, recording replies) runs in this thread while the
+    pool's threads wait on the provider, so a slow reply holds one slot, not the whole group. A refill
+    waits for a quarter of the slots to be free, so each round trip to the database serves several rows.
+    A stop (pause, cancel, rate limit, budget, an account error) ends refilling; what is on the wire is
+    still recorded, and claimed rows never marked are released by the caller.
+    """
+    concurrency = context.settings.concurrency
+    refill_at = max(1, concurrency // 4)
+    waiting = deque(ids)
+    flying: dict[Future, object] = {}
+    finished: list[tuple[object, SendResult]] = []
+    stop = None
+    while flying or (waiting and stop is None):
+        free = concurrency - len(flying)
+        if waiting and stop is None and (free >= refill_at or not flying):
+            group = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+            rows, stop = _prepare(context, token, group, totals)
+            for row in rows:
+                flying[pool.submit(_post, context, row)] = row
+            totals["posted"] += len(rows)
+            continue
+        done, _ = wait(flying, return_when=FIRST_COMPLETED)
+        finished.extend((flying.pop(future), future.result()) for future in done)
+        if len(finished) >= refill_at or not flying or stop is not None:
+            outcome = _record(context, token, [row for row, _ in finished], [result for _, result in finished],
+                              totals)
+            finished = []
+            stop = stop or outcome
+    return stop
+
+
+def _prepare(context: _Context, token: str, group: list[int],
+             totals: dict) -> tuple[list, tuple[str, float | None] | None]:
+    """Check a group and mark in flight the rows to post now; returns (rows marked, why to stop or None)."""
     status = db.session.scalar(select(Campaign.status).where(Campaign.id == context.campaign_id))
     if status is not CampaignStatus.SENDING:
-        return f"campaign {status}", None
+        return [], (f"campaign {status}", None)
     rows = db.session.execute(
         select(Message.id, Message.phone, Message.text, Message.reference, Message.estimated_cost,
                Message.attempts)
@@ -251,15 +283,15 @@ def _send_group(context: _Context, token: str, group: list[int], pool: ThreadPoo
     rows = _drop_opted_out(context, token, rows, totals)
     rows = _hold_quiet_hours(context, token, rows, totals)
     if not rows:
-        return None
-    granted, wait = _take_rate(context, len(rows))
-    stop = ("rate limit", wait) if granted < len(rows) else None
+        return [], None
+    granted, wait_for = _take_rate(context, len(rows))
+    stop = ("rate limit", wait_for) if granted < len(rows) else None
     if not granted:
-        return stop
+        return [], stop
     rows = rows[:granted]
     _relax_commit()  # reserve_budget commits in this transaction; the in-flight mark's commit flushes it
     if not campaign_states.reserve_budget(context.campaign_id, sum(row.estimated_cost for row in rows)):
-        return "budget cap", None
+        return [], ("budget cap", None)
     in_flight = set(db.session.scalars(
         update(Message)
         .where(Message.id.in_([row.id for row in rows]), Message.claim_token == token,
@@ -272,10 +304,8 @@ def _send_group(context: _Context, token: str, group: list[int], pool: ThreadPoo
     unsent = [row for row in rows if row.id not in in_flight]
     if unsent:  # the campaign stopped between the check and the mark: give their reservation back
         campaign_states.release_budget(context.campaign_id, sum(row.estimated_cost for row in unsent))
-    rows = [row for row in rows if row.id in in_flight]
-    results = list(pool.map(lambda row: _post(context, row), rows))
-    totals["posted"] += len(rows)
-    return _record(context, token, rows, results, totals) or stop
+        stop = stop or ("campaign stopped", None)
+    return [row for row in rows if row.id in in_flight], stop
 
 
 def _post(context: _Context, row) -> SendResult:
