@@ -6,8 +6,10 @@ import re
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import event, select, text
+import pytest
+from sqlalchemy import event, select, text, update
 
+from tests.conftest import screenshot
 from tests.factories import PASSWORD, make_campaign, make_list, make_message, make_sender, make_team, make_user
 from webapp.extensions import db
 from webapp.models import Campaign, CampaignStatus, Message, MessageKind, MessageStatus, Role, Team, utcnow
@@ -119,8 +121,9 @@ def test_campaign_figures_match_their_messages_folded_or_not(app, client):
 
 def test_months_are_the_teams_months(app):
     """Spend counts in the month of the team's zone: 03:00 UTC on Feb 1 is still January in New York, 05:00 UTC
-    (midnight EST) is February; 23:30 UTC on Jan 31 is January there but February in Tokyo. Only the 12 months
-    up to now count, unfolded deltas included."""
+    (midnight EST) is February; 23:30 UTC on Jan 31 is January there but February in Tokyo. A report billing more
+    than the estimate adds the difference to the month it arrived in. Only the 12 months up to now count, the
+    same before and after the deltas are folded."""
     with app.app_context():
         york = _team(timezone="America/New_York")
         campaign = _campaign(york, CampaignStatus.COMPLETED)
@@ -141,19 +144,32 @@ def test_months_are_the_teams_months(app):
         tallies.fold()
         _message(other, MessageStatus.DELIVERED, "2", at="2025-01-31 14:59:59")  # 23:59:59 on Jan 31 in Tokyo
 
+        # A campaign wholly in January whose late report, billed higher, arrives on February 3.
+        january = _campaign(york, CampaignStatus.COMPLETED)
+        late = _message(january, MessageStatus.DELIVERED, "1000", at="2025-01-15 12:00:00")
+        tallies.fold()
+        late.billed_cost = Decimal(1500)
+        db.session.commit()
+        db.session.execute(text("UPDATE tally_delta SET at = '2025-02-03 12:00:00' WHERE campaign_id = :id"),
+                           {"id": january.id})
+        db.session.commit()
+
         now = datetime(2025, 3, 15, 12, 0)
+        unfolded = {line.month.strftime("%Y-%m"): line.spend
+                    for line in overview.spend_by_month(york.id, now) if line.spend}
+        tallies.fold()
         months = overview.spend_by_month(york.id, now)
         assert [line.month.isoformat() for line in months] == [f"{year}-{month:02d}-01" for year, month in (
             (2024, 4), (2024, 5), (2024, 6), (2024, 7), (2024, 8), (2024, 9), (2024, 10), (2024, 11), (2024, 12),
             (2025, 1), (2025, 2), (2025, 3))]
         spend = {line.month.strftime("%Y-%m"): line.spend for line in months if line.spend}
-        assert spend == {"2024-04": 32, "2025-01": 7, "2025-02": 8, "2025-03": 64}
+        assert spend == unfolded == {"2024-04": 32, "2025-01": 1007, "2025-02": 508, "2025-03": 64}
         tokyo_spend = {line.month.strftime("%Y-%m"): line.spend
                        for line in overview.spend_by_month(tokyo.id, now) if line.spend}
         assert tokyo_spend == {"2025-01": 2, "2025-02": 1}
         # A month later, April 2024 has left the window.
         assert overview.spend_by_month(york.id, datetime(2025, 4, 15))[0].month.isoformat() == "2024-05-01"
-        assert sum(line.spend for line in overview.spend_by_month(york.id, datetime(2025, 4, 15))) == 79
+        assert sum(line.spend for line in overview.spend_by_month(york.id, datetime(2025, 4, 15))) == 1579
 
 
 def test_spend_per_sender_number_over_the_same_months(app, client):
@@ -281,8 +297,8 @@ def test_the_dashboard_never_reads_the_message_table(app, client):
     assert all(page.status_code == 200 for page in pages)
     assert "campaign_tally" in " ".join(statements) and "campaign_minute" in " ".join(statements)
     assert not [s for s in statements if re.search(r"\bmessage\b", s)]
-    tally_reads = [s for s in statements if "FROM campaign_tally" in s]
-    assert len(tally_reads) == 2  # one per request, for every listed campaign at once
+    figure_reads = [s for s in statements if re.search(r"GROUP BY \w+\.campaign_id, \w+\.bucket", s)]
+    assert len(figure_reads) == 2  # one per request, for every listed campaign at once
 
 
 def test_a_new_team_is_told_what_to_do_next(app, client):
@@ -320,3 +336,41 @@ def test_drafts_only_and_more_campaigns_than_listed(app, client):
     listed = re.findall(r">Day (\d+)</a>", page.split('id="recent-campaigns"')[1])
     assert listed == [str(day) for day in range(overview.RECENT + 1, 1, -1)]  # the latest first
     assert "The 20 latest of 22 launched campaigns. 1 draft not launched yet." in page
+
+
+@pytest.mark.browser
+def test_running_now_refreshes_itself_in_the_browser(app, page):
+    """In Chromium, under the CSP: the section follows a sending campaign without a reload and stops polling once
+    it has completed."""
+    with app.app_context():
+        team = _team(timezone="America/New_York")
+        user = make_user(team, Role.VIEWER)
+        sender = make_sender(team, "+14155550100", "Main line")
+        sending = _campaign(team, CampaignStatus.SENDING, sender=sender, name="Going out")
+        _mixed(sending)
+        done = _campaign(team, CampaignStatus.COMPLETED, sender=sender, name="Last week")
+        _message(done, MessageStatus.DELIVERED, billed="0.02")
+        _campaign(team, CampaignStatus.SCHEDULED, name="Next week", scheduled_at=utcnow() + timedelta(days=7))
+        tallies.fold()
+        sending_id, email = sending.id, user.email
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto("/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/")
+    assert page.get_by_text("6 of 9 dealt with (66%)").is_visible()
+    screenshot(page, "dashboard-overview")
+    with app.app_context():
+        db.session.execute(update(Message).where(Message.campaign_id == sending_id, Message.status.in_(
+            (MessageStatus.CREATED, MessageStatus.SENDING))).values(status=MessageStatus.DELIVERED, held=False))
+        db.session.commit()
+    page.get_by_text("9 of 9 dealt with (100%)").wait_for(timeout=15_000)  # a poll or two, no reload
+    with app.app_context():
+        db.session.get(Campaign, sending_id).status = CampaignStatus.COMPLETED
+        db.session.commit()
+    page.wait_for_function("() => !document.querySelector('#running-now').hasAttribute('hx-trigger')",
+                           timeout=15_000)
+    assert page.locator("#running-now").get_by_text("Going out").count() == 0
+    assert errors == []

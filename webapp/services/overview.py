@@ -3,19 +3,31 @@
 Nothing here reads the message table, so the page costs the same for ten messages or a billion. A
 campaign's figures come from its tallies, for every listed campaign in one query (tallies.figures_of);
 spend over time from the timeline (campaign_minute) plus the deltas not folded into it yet
-(tally_delta), so the months add up to the campaigns' own spend at any moment, not 5 s later.
+(tally_delta), so the months add up to the campaigns' own spend at any moment, not 5 s later. The
+month sums read whole-campaign tallies where a campaign's timeline lies in one month (see _spend), so
+their cost follows the number of campaigns, not the minutes they ran.
 """
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import case, func, select, union_all
+from sqlalchemy import Integer, case, func, literal_column, select, union_all
 from sqlalchemy.orm import joinedload
 
 from webapp.extensions import db
-from webapp.models import Campaign, CampaignMinute, CampaignStatus, SenderNumber, TallyDelta, Team, utcnow
+from webapp.models import (
+    Campaign,
+    CampaignMinute,
+    CampaignStatus,
+    CampaignTally,
+    SenderNumber,
+    TallyDelta,
+    Team,
+    utcnow,
+)
 from webapp.services import tallies
 
 RECENT = 20  # launched campaigns listed, the latest first
@@ -112,7 +124,7 @@ def team_zone(timezone: str | None) -> ZoneInfo:
 
 
 def overview(team_id: int, now: datetime | None = None) -> Overview:
-    """Everything the dashboard shows about campaigns, in seven queries whatever the team's size."""
+    """Everything the dashboard shows about campaigns, in nine queries whatever the team's size."""
     now = now or utcnow()
     counts = campaign_counts(team_id)
     recent, running = _recent(team_id), _running(team_id)
@@ -197,39 +209,47 @@ def month_starts(zone: ZoneInfo, now: datetime) -> list[datetime]:
 
 
 def _spend(team_id: int, now: datetime) -> tuple[list[MonthSpend], list[SenderSpend]]:
-    """Spend by month and by sender in one GROUP BY over the team's timeline rows of the last MONTHS months.
+    """Spend by month and by sender over the last MONTHS months, without adding up every timeline row.
 
     A message's spend counts in the minute it was posted (its estimate), and a billed figure that differs
-    from the estimate moves the difference to the minute its report arrived. Unfolded deltas are added,
-    so nothing lags the campaigns' own figures. Rows read: the minutes in which the team's campaigns
-    changed, within the window, never one per message.
+    from the estimate moves the difference to the minute its report arrived. Most campaigns begin and end
+    within one month: the first and last minute of each campaign's timeline (two index probes) say so, and
+    then its folded tally, which the fold fills from the same deltas as the timeline, is that month's.
+    Only campaigns whose timeline crosses a month boundary have their minutes summed by month. The
+    deltas not folded yet are added by the moment they were written, so nothing lags the campaigns' figures.
     """
     team = db.session.get(Team, team_id)
     zone = team_zone(team.timezone if team else None)
     starts = month_starts(zone, now)
-    bounds = [start - JUST_BEFORE for start in starts]
-    team_campaigns = select(Campaign.id).where(Campaign.team_id == team_id)
-    spent = union_all(
-        select(CampaignMinute.campaign_id, CampaignMinute.minute.label("at"), CampaignMinute.spend)
-        .where(CampaignMinute.campaign_id.in_(team_campaigns),
-               CampaignMinute.minute > bounds[0], CampaignMinute.minute <= bounds[-1]),
-        select(TallyDelta.campaign_id, TallyDelta.at,
-               case((TallyDelta.bucket.in_(tallies.POSTED), TallyDelta.billed + TallyDelta.unbilled), else_=0))
-        .where(TallyDelta.campaign_id.in_(team_campaigns), TallyDelta.at > bounds[0], TallyDelta.at <= bounds[-1]),
-    ).subquery()
-    month = case(*((spent.c.at <= bound, index) for index, bound in enumerate(bounds[1:-1])), else_=MONTHS - 1)
-    # Grouped by the label of a subquery: PostgreSQL doesn't take two CASEs with bound values as the same.
-    monthly = select(spent.c.campaign_id, month.label("month"), spent.c.spend).subquery()
-    rows = db.session.execute(
-        select(monthly.c.month, Campaign.sender_number_id, func.sum(monthly.c.spend))
-        .join(Campaign, Campaign.id == monthly.c.campaign_id)
-        .group_by(monthly.c.month, Campaign.sender_number_id)).all()
+    first = select(func.min(CampaignMinute.minute)).where(CampaignMinute.campaign_id == Campaign.id).scalar_subquery()
+    last = select(func.max(CampaignMinute.minute)).where(CampaignMinute.campaign_id == Campaign.id).scalar_subquery()
+    spans = db.session.execute(select(Campaign.id, Campaign.sender_number_id, first, last).where(
+        Campaign.team_id == team_id, Campaign.status != CampaignStatus.DRAFT)).all()
+    sender_of = {campaign_id: sender_id for campaign_id, sender_id, _, _ in spans}
+    within: dict[int, int] = {}  # campaign -> the month that holds its whole timeline
+    crossing = []
+    for campaign_id, _, begins, ends in spans:
+        if begins is None or ends < starts[0] or begins >= starts[-1]:
+            continue  # no timeline row in the window (unfolded deltas are added below)
+        month = bisect_right(starts, begins) - 1
+        if month >= 0 and month == bisect_right(starts, ends) - 1:
+            within[campaign_id] = month
+        else:
+            crossing.append(campaign_id)
+
+    amounts: dict[tuple[int, int | None], Decimal] = {}
+
+    def add(month: int, campaign_id: int, amount) -> None:
+        key = (month, sender_of[campaign_id])
+        amounts[key] = amounts.get(key, Decimal(0)) + Decimal(str(amount or 0))
+
+    for month, campaign_id, amount in _by_month(team_id, within, crossing, starts):
+        add(within[campaign_id] if month < 0 else month, campaign_id, amount)
 
     per_month = [Decimal(0)] * MONTHS
     per_sender: dict[int | None, Decimal] = {}
-    for index, sender_id, amount in rows:
-        amount = Decimal(str(amount or 0))
-        per_month[index] += amount
+    for (month, sender_id), amount in amounts.items():
+        per_month[month] += amount
         per_sender[sender_id] = per_sender.get(sender_id, Decimal(0)) + amount
     senders = {sender.id: sender for sender in db.session.scalars(select(SenderNumber).where(
         SenderNumber.team_id == team_id, SenderNumber.id.in_([key for key in per_sender if key is not None])))}
@@ -237,3 +257,33 @@ def _spend(team_id: int, now: datetime) -> tuple[list[MonthSpend], list[SenderSp
     return ([MonthSpend(first, amount) for first, amount in zip(firsts, per_month, strict=True)],
             sorted((SenderSpend(senders.get(key), amount) for key, amount in per_sender.items() if amount),
                    key=lambda line: (-line.spend, line.sender.number if line.sender else "")))
+
+
+def _by_month(team_id: int, within: dict[int, int], crossing: list[int],
+              starts: list[datetime]) -> list[tuple[int, int, Decimal]]:
+    """(month, campaign, spend), months numbered from the window's first: the folded tallies of the campaigns
+    `within` one month (month -1: the caller knows which), the timeline rows of the `crossing` ones, and every
+    unfolded delta of the team. One statement, so a fold running meanwhile can't move a delta out of one read
+    and into another: it is counted once, folded or not."""
+    bounds = [start - JUST_BEFORE for start in starts]
+
+    def month_of(moment):
+        return case(*((moment <= bound, index) for index, bound in enumerate(bounds[1:-1])), else_=MONTHS - 1)
+
+    parts = [select(month_of(TallyDelta.at).label("month"), TallyDelta.campaign_id,
+                    case((TallyDelta.bucket.in_(tallies.POSTED), TallyDelta.billed + TallyDelta.unbilled), else_=0)
+                    .label("spend"))
+             .where(TallyDelta.campaign_id.in_(select(Campaign.id).where(Campaign.team_id == team_id)),
+                    TallyDelta.at > bounds[0], TallyDelta.at <= bounds[-1])]
+    if crossing:
+        parts.append(select(month_of(CampaignMinute.minute), CampaignMinute.campaign_id, CampaignMinute.spend).where(
+            CampaignMinute.campaign_id.in_(crossing), CampaignMinute.minute > bounds[0],
+            CampaignMinute.minute <= bounds[-1]))
+    if within:
+        parts.append(select(literal_column("-1", Integer), CampaignTally.campaign_id,
+                            CampaignTally.billed + CampaignTally.unbilled)
+                     .where(CampaignTally.campaign_id.in_(within), CampaignTally.bucket.in_(tallies.POSTED)))
+    # Grouped by the labels of a subquery: PostgreSQL doesn't take two CASEs with bound values as the same.
+    spent = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+    return db.session.execute(select(spent.c.month, spent.c.campaign_id, func.sum(spent.c.spend))
+                              .group_by(spent.c.month, spent.c.campaign_id)).all()
