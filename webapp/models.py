@@ -541,8 +541,13 @@ class Message(db.Model):
         # The messages table: a campaign's rows in id order (keyset pages), and by number prefix.
         Index("ix_message_campaign_id_id", "campaign_id", "id"),
         Index("ix_message_campaign_phone", "campaign_id", "phone", postgresql_ops={"phone": "varchar_pattern_ops"}),
-        # Callback coverage: sent rows still without a final state, oldest first.
-        Index("ix_message_campaign_status_sent_at", "campaign_id", "status", "sent_at"),
+        # Callback coverage and unconfirmed messages: sent rows still without a final state, oldest first
+        # (kind and resent included: the page's capped counts read the index alone).
+        Index("ix_message_campaign_status_sent_at", "campaign_id", "status", "sent_at",
+              postgresql_include=["kind", "resent"]),
+        # When the first message held for quiet hours goes out, without reading the campaign's queue.
+        Index("ix_message_campaign_held_until", "campaign_id", "status", "not_before",
+              postgresql_where=db.text("held IS true"), sqlite_where=db.text("held IS 1")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -72,7 +72,8 @@ def upgrade():
         batch_op.drop_index(batch_op.f('ix_message_campaign_id'))
         batch_op.create_index('ix_message_campaign_id_id', ['campaign_id', 'id'], unique=False)
         batch_op.create_index('ix_message_campaign_phone', ['campaign_id', 'phone'], unique=False, postgresql_ops={'phone': 'varchar_pattern_ops'})
-        batch_op.create_index('ix_message_campaign_status_sent_at', ['campaign_id', 'status', 'sent_at'], unique=False)
+        batch_op.create_index('ix_message_campaign_status_sent_at', ['campaign_id', 'status', 'sent_at'], unique=False, postgresql_include=['kind', 'resent'])
+        batch_op.create_index('ix_message_campaign_held_until', ['campaign_id', 'status', 'not_before'], unique=False, postgresql_where=sa.text('held IS true'), sqlite_where=sa.text('held IS 1'))
 
     with op.batch_alter_table('provider_callback', schema=None) as batch_op:
         batch_op.add_column(sa.Column('problem', sa.String(length=40), nullable=True))
@@ -114,7 +115,8 @@ def downgrade():
         batch_op.drop_column('problem')
 
     with op.batch_alter_table('message', schema=None) as batch_op:
-        batch_op.drop_index('ix_message_campaign_status_sent_at')
+        batch_op.drop_index('ix_message_campaign_held_until', postgresql_where=sa.text('held IS true'), sqlite_where=sa.text('held IS 1'))
+        batch_op.drop_index('ix_message_campaign_status_sent_at', postgresql_include=['kind', 'resent'])
         batch_op.drop_index('ix_message_campaign_phone', postgresql_ops={'phone': 'varchar_pattern_ops'})
         batch_op.drop_index('ix_message_campaign_id_id')
         batch_op.create_index(batch_op.f('ix_message_campaign_id'), ['campaign_id'], unique=False)

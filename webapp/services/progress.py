@@ -16,7 +16,7 @@ from webapp.models import Campaign, CampaignStatus, Message, MessageKind, Messag
 from webapp.services import campaign_states, tallies
 
 RATE_WINDOW_SECONDS = 60  # the current send rate is what was posted in the last minute
-COUNT_CAP = 10_000  # counts of listed rows stop here ("10,000 or more"): bounded by what is shown
+COUNT_CAP = 1_000  # counts of listed rows stop here ("1,000 or more"): bounded by what is shown
 LISTED = 20  # sent messages still without a final report, listed by the oldest
 
 

@@ -8,9 +8,9 @@ is a guarded UPDATE, so a crash at any point leaves every row in a state that sa
    (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serialises writers). A claim that is never marked in
    flight is safe to release: nothing was posted.
 2. per group of rows filling the free POST slots (at most `concurrency` on the wire): the campaign must
-   still be sending (pause and cancel take effect here, within one refill), opted-out numbers are dropped (a STOP that arrived after launch), rows
-   outside the recipient's quiet hours are held until their window opens, the shared rate limit and
-   the budget cap are consulted.
+   still be sending (pause and cancel take effect here, within one refill), opted-out numbers are
+   dropped (a STOP that arrived after launch), rows outside the recipient's quiet hours are held until
+   their window opens, the shared rate limit and the budget cap are consulted.
 3. mark in flight: CREATED -> SENDING for exactly the rows about to be posted, checked against the
    claim token and the campaign's state, committed *before* the POSTs. After a crash, only SENDING
    rows may have reached the provider, and the sweeper makes them UNKNOWN, never CREATED. This is the
