@@ -169,7 +169,7 @@ def test_a_sparse_filter_reads_a_bounded_window_then_offers_more(team, monkeypat
     """Held messages scattered thinly: each page reads at most SCAN_LIMIT rows in chunks, says so, and Look further
     (forward and back) reaches every held message exactly once."""
     monkeypatch.setattr(message_log, "SCAN_LIMIT", 20)
-    monkeypatch.setattr(message_log, "SCAN_CHUNK", 7)  # 7 + 7 + 6 rows read per page
+    monkeypatch.setattr(message_log, "SCAN_FIRST_CHUNK", 3)  # 3 + 6 + 11 rows read per page
     campaign = make_campaign(team)
     ids = add_messages(team, campaign, [{"phone": f"+1415555{1000 + i}", "held": i % 45 == 44} for i in range(200)])
     held = [message_id for i, message_id in enumerate(ids) if i % 45 == 44]

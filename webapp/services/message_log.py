@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, any_, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
@@ -23,8 +24,10 @@ from webapp.models import Message, MessageKind, MessageStatus, ProviderCallback
 from webapp.services.contacts import SEARCH_MAX_CHARS
 
 PAGE_SIZE = 50
-SCAN_LIMIT = 5_000  # rows a page with a filter the index can't apply reads before it stops and says so
-SCAN_CHUNK = 500
+# Rows a page with a filter the index can't apply reads before it stops and says so (about 20 ms on
+# PostgreSQL when every row is a random heap read), in chunks that start at two pages' worth and double.
+SCAN_LIMIT = 2_000
+SCAN_FIRST_CHUNK = 2 * (PAGE_SIZE + 1)
 EXPORT_CHUNK = 5_000
 HISTORY_LIMIT = 50
 E164_MAX_DIGITS = 15
@@ -108,18 +111,20 @@ class _Walk:
 
     def __init__(self, by_number: bool, backward: bool):
         self.by_number, self.backward = by_number, backward
-        self.pattern_ops = db.session.get_bind().dialect.name == "postgresql"
+        self.pattern_ops = _on_postgres()
 
     def order(self) -> list:
+        """campaign_id first: see in_campaign."""
+        by_campaign = Message.campaign_id.desc() if self.backward else Message.campaign_id.asc()
         by_id = Message.id.desc() if self.backward else Message.id.asc()
         if not self.by_number:
-            return [by_id]
+            return [by_campaign, by_id]
         if self.pattern_ops:
             by_number = UnaryExpression(Message.phone, modifier=operators.custom_op(
                 "USING ~>~" if self.backward else "USING ~<~"))
         else:
             by_number = Message.phone.desc() if self.backward else Message.phone.asc()
-        return [by_number, by_id]
+        return [by_campaign, by_number, by_id]
 
     def beyond(self, key: tuple | None) -> list:
         """Rows after the key in walking order (before it when walking backward); all rows for None."""
@@ -154,6 +159,23 @@ class _Walk:
         return conditions
 
 
+def _on_postgres() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def in_campaign(campaign_id: int):
+    """The campaign's rows, written so that only the campaign's own indexes can give them in order.
+
+    On PostgreSQL, `campaign_id = ANY(ARRAY[c])`, not `campaign_id = c`: with `=` the planner takes
+    campaign_id for a constant, reduces ORDER BY campaign_id, id to ORDER BY id, and may walk the primary
+    key instead, reading other campaigns' rows (measured: 100,000 rows read for a page of 31 when the
+    campaign's newest rows interleave with another's; 50 ms instead of 0.1 ms). With ANY it keeps
+    campaign_id in the order, which only ix_message_campaign_* provide, each positioned at the cursor."""
+    if _on_postgres():
+        return Message.campaign_id == any_(postgresql.array([campaign_id]))
+    return Message.campaign_id == campaign_id
+
+
 def page(campaign_id: int, status_filter: str = "", prefix: str = "", after: int | None = None,
          before: int | None = None) -> MessagePage:
     """A page of the campaign's messages: the first, the one after message `after`, or the one before `before`.
@@ -166,7 +188,7 @@ def page(campaign_id: int, status_filter: str = "", prefix: str = "", after: int
     key = walk.key_of(campaign_id, cursor) if cursor is not None else None
     if cursor is not None and key is None:  # a cursor from another campaign or a deleted row: start over
         return page(campaign_id, status_filter, prefix)
-    where = [Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN]
+    where = [in_campaign(campaign_id), Message.kind == MessageKind.CAMPAIGN]
     if prefix:
         where += walk.prefix(prefix)
     status, held = FILTERS.get(status_filter, (None, None))
@@ -196,9 +218,10 @@ def _scan(walk: _Walk, where: list, key: tuple | None, status: MessageStatus | N
     """Walk the index in chunks of narrow rows, keeping those of this status (and held or not) until
     PAGE_SIZE + 1 match or SCAN_LIMIT rows were read: (matches, stopped early, rows read, last row read)."""
     matched: list[int] = []
-    scanned, last, exhausted = 0, key, False
+    scanned, last, exhausted, chunk_size = 0, key, False, SCAN_FIRST_CHUNK
     while not exhausted and scanned < SCAN_LIMIT and len(matched) <= PAGE_SIZE:
-        wanted = min(SCAN_CHUNK, SCAN_LIMIT - scanned)
+        wanted = min(chunk_size, SCAN_LIMIT - scanned)
+        chunk_size *= 2
         chunk = db.session.execute(select(Message.id, Message.phone, Message.status, Message.held)
                                    .where(*where, *walk.beyond(last)).order_by(*walk.order()).limit(wanted)).all()
         exhausted = len(chunk) < wanted
@@ -274,8 +297,8 @@ def _export_chunk(campaign_id: int, after_id: int) -> Select:
     return (select(Message.id, Message.phone, Message.status, Message.held, Message.parts, Message.estimated_cost,
                    Message.billed_parts, Message.billed_cost, Message.reply_cost, Message.unique_id,
                    Message.reference, Message.sent_at, Message.updated_at, Message.error)
-            .where(Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN, Message.id > after_id)
-            .order_by(Message.id).limit(EXPORT_CHUNK))
+            .where(in_campaign(campaign_id), Message.kind == MessageKind.CAMPAIGN, Message.id > after_id)
+            .order_by(Message.campaign_id, Message.id).limit(EXPORT_CHUNK))
 
 
 def export_rows(campaign_id: int, zone_name: str | None) -> Iterator[list]:

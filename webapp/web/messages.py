@@ -58,7 +58,7 @@ def index(campaign_id: int):
         result = message_log.page(campaign.id, status, prefix, after=message_log.cursor_id(request.args.get("after")),
                                   before=message_log.cursor_id(request.args.get("before")))
     context = dict(campaign=campaign, page=result, query=query, query_cut=query_cut, prefix=prefix, status=status,
-                   status_choices=STATUS_CHOICES, scan_limit=message_log.SCAN_LIMIT,
+                   status_choices=STATUS_CHOICES,
                    searching=bool(query), max_chars=message_log.SEARCH_MAX_CHARS)
     template = "messages/_table.html" if htmx_target() == "messages-table" else "messages/index.html"
     response = make_response(render_template(template, **context))
