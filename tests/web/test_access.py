@@ -15,6 +15,7 @@ from tests.factories import (
     make_contact,
     make_import,
     make_list,
+    make_message,
     make_optout_import,
     make_sender,
     make_suppression,
@@ -45,6 +46,7 @@ def _id_factories():
         "template_id": make_template,
         "campaign_id": lambda team: make_campaign(team, [make_list(team)], image=PNG_1X1),
         "optout_import_id": make_optout_import,
+        "message_id": lambda team: make_message(team, campaign=make_campaign(team)),
     }
 
 
