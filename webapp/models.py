@@ -661,4 +661,4 @@ class CampaignMinute(db.Model):
 
 from webapp import tally_triggers  # noqa: E402  (the triggers are created with the message table)
 
-tally_triggers.attach(Message.__table__)
+tally_triggers.attach(Message.__table__, TallyDelta.__table__)

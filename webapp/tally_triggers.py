@@ -88,6 +88,10 @@ POSTGRESQL = (
     "CREATE TRIGGER tally_message_delete AFTER DELETE ON message REFERENCING OLD TABLE AS old_rows "
     "FOR EACH STATEMENT EXECUTE FUNCTION tally_message_changes()",
 )
+# tally_delta is a queue (appended, then deleted by every fold): vacuumed after every few thousand deleted
+# rows, not after a fifth of the table, so readers' index scans don't wade through dead entries.
+POSTGRESQL_QUEUE = ("ALTER TABLE tally_delta SET (autovacuum_vacuum_scale_factor = 0, "
+                    "autovacuum_vacuum_threshold = 5000, autovacuum_vacuum_cost_delay = 0)",)
 
 
 def _sqlite_insert(row: str, sign: str) -> str:
@@ -112,12 +116,13 @@ SQLITE = (
 
 
 def statements(dialect: str) -> tuple[str, ...]:
-    """The DDL that (re)creates the triggers on this dialect; run by create_all and by the migration."""
-    return POSTGRESQL if dialect == "postgresql" else SQLITE
+    """The DDL that (re)creates the triggers on this dialect; run by the migration."""
+    return POSTGRESQL + POSTGRESQL_QUEUE if dialect == "postgresql" else SQLITE
 
 
-def attach(message: Table) -> None:
+def attach(message: Table, tally_delta: Table) -> None:
     """Create the triggers whenever the message table is created (tests and `db create_all`)."""
-    for dialect, ddl in (("postgresql", POSTGRESQL), ("sqlite", SQLITE)):
+    for table, dialect, ddl in ((message, "postgresql", POSTGRESQL), (message, "sqlite", SQLITE),
+                                (tally_delta, "postgresql", POSTGRESQL_QUEUE)):
         for statement in ddl:
-            event.listen(message, "after_create", DDL(statement.replace("%", "%%")).execute_if(dialect=dialect))
+            event.listen(table, "after_create", DDL(statement.replace("%", "%%")).execute_if(dialect=dialect))

@@ -1,12 +1,13 @@
 """The launched campaign's live fragment: figures from the tallies, bounded queries, chart and reasons."""
 
+import re
 from datetime import timedelta
 
 from sqlalchemy import event, select, update
 
 from tests.factories import PASSWORD, make_launched_campaign, make_team, make_user
 from webapp.extensions import db
-from webapp.models import Message, MessageStatus, utcnow
+from webapp.models import Campaign, Message, MessageStatus, utcnow
 from webapp.services import tallies
 
 
@@ -78,7 +79,17 @@ def test_delivery_rate_coverage_failure_reasons_and_the_chart(app, client):
 
 
 def test_the_send_rate_and_time_left_while_sending(app, client):
+    """The rate is what was posted over the current minute and the one before; time left is the queue at that rate."""
     campaign_id = _signed_in(app, client, 20)
-    _move(app, campaign_id, 0, 6, status=MessageStatus.SENDING, sent_at=utcnow())
+    with app.app_context():
+        db.session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                           .values(launched_at=utcnow() - timedelta(minutes=10)))
+        db.session.commit()
+    _move(app, campaign_id, 0, 12, status=MessageStatus.SENDING, sent_at=utcnow())
     page = client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True)
-    assert '<span id="send-rate">Sending 0.1 a second; about 2 min left at this rate.</span>' in page
+    found = re.search(r'<span id="send-rate">Sending ([0-9.]+) a second; about (\d+) (s|min) left at this rate.</span>',
+                      page)
+    assert found, page
+    assert 0.1 <= float(found[1]) <= 0.2  # 12 posted over 60 to 120 seconds
+    left = int(found[2]) * (60 if found[3] == "min" else 1)
+    assert 40 <= left <= 80  # 8 queued at that rate

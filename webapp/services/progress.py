@@ -15,7 +15,6 @@ from webapp.extensions import db
 from webapp.models import Campaign, CampaignStatus, Message, MessageKind, MessageStatus, utcnow
 from webapp.services import campaign_states, tallies
 
-RATE_WINDOW_SECONDS = 60  # the current send rate is what was posted in the last minute
 COUNT_CAP = 1_000  # counts of listed rows stop here ("1,000 or more"): bounded by what is shown
 LISTED = 20  # sent messages still without a final report, listed by the oldest
 
@@ -91,14 +90,21 @@ def progress(campaign: Campaign, coverage_seconds: int, now: datetime | None = N
         result.awaiting = db.session.scalars(overdue.order_by(Message.sent_at).limit(LISTED)).all()
         if result.awaiting:
             result.awaiting_count = _capped(overdue.with_only_columns(Message.id))
-    if campaign.status is CampaignStatus.SENDING:
-        posted = tallies.recent_posted(campaign.id, now, RATE_WINDOW_SECONDS)
-        result.rate = posted / RATE_WINDOW_SECONDS
-        queued = result.figures.count("created")
-        result.seconds_left = queued / result.rate if result.rate and queued else None
     if campaign.launched_at is not None:
         result.timeline = tallies.minutes(campaign.id)
+    if campaign.status is CampaignStatus.SENDING and result.timeline:
+        result.rate = _rate(result.timeline, campaign.launched_at, now)
+        queued = result.figures.count("created")
+        result.seconds_left = queued / result.rate if result.rate and queued else None
     return result
+
+
+def _rate(timeline: list[tuple], launched_at: datetime, now: datetime) -> float:
+    """Messages posted per second over the current minute and the one before (the timeline's resolution)."""
+    since = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    posted = sum(row[1] for row in timeline if row[0] >= since)
+    seconds = (now - max(since, launched_at)).total_seconds()
+    return posted / seconds if seconds >= 1 else 0.0
 
 
 def _capped(query) -> int:

@@ -10,7 +10,7 @@ what a test (and an operator) compares with.
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import case, delete, func, insert, literal, select, text, union_all
@@ -198,17 +198,6 @@ def minutes(campaign_id: int) -> list[tuple[datetime, int, int, int, Decimal]]:
         for index, value in enumerate(values):
             sums[index] += Decimal(str(value or 0)) if index == 3 else int(value or 0)
     return [(at, *values) for at, values in sorted(merged.items()) if any(values)]
-
-
-def recent_posted(campaign_id: int, now: datetime, seconds: int = 60) -> int:
-    """Messages posted in the last `seconds`: the folded minutes it covers and the deltas not folded yet."""
-    since = now - timedelta(seconds=seconds)
-    folded = db.session.scalar(select(func.coalesce(func.sum(CampaignMinute.posted), 0)).where(
-        CampaignMinute.campaign_id == campaign_id, CampaignMinute.minute >= since.replace(second=0, microsecond=0)))
-    unfolded = db.session.scalar(select(func.coalesce(func.sum(TallyDelta.messages), 0)).where(
-        TallyDelta.campaign_id == campaign_id, TallyDelta.bucket == "sending", TallyDelta.messages > 0,
-        TallyDelta.at >= since))
-    return int(folded or 0) + int(unfolded or 0)
 
 
 # --- recount ---------------------------------------------------------------------------------------
