@@ -271,15 +271,18 @@ def _pipeline(context: _Context, token: str, ids: list[int], pool: ThreadPoolExe
 def _prepare(context: _Context, token: str, group: list[int],
              totals: dict) -> tuple[list, tuple[str, float | None] | None]:
     """Check a group and mark in flight the rows to post now; returns (rows marked, why to stop or None)."""
-    status = db.session.scalar(select(Campaign.status).where(Campaign.id == context.campaign_id))
-    if status is not CampaignStatus.SENDING:
-        return [], (f"campaign {status}", None)
+    # One round trip: the rows, whether each number opted out since launch, and only while still sending.
+    opted_out = exists().where(Suppression.team_id == context.team_id, Suppression.phone == Message.phone)
     rows = db.session.execute(
         select(Message.id, Message.phone, Message.text, Message.reference, Message.estimated_cost,
-               Message.attempts)
-        .where(Message.id.in_(group), Message.claim_token == token, Message.status == MessageStatus.CREATED)
+               Message.attempts, opted_out.label("opted_out"))
+        .where(Message.id.in_(group), Message.claim_token == token, Message.status == MessageStatus.CREATED,
+               exists().where(Campaign.id == context.campaign_id, Campaign.status == CampaignStatus.SENDING))
         .order_by(Message.id)
     ).all()
+    if not rows:
+        status = db.session.scalar(select(Campaign.status).where(Campaign.id == context.campaign_id))
+        return [], (None if status is CampaignStatus.SENDING else (f"campaign {status}", None))
     rows = _drop_opted_out(context, token, rows, totals)
     rows = _hold_quiet_hours(context, token, rows, totals)
     if not rows:
@@ -315,10 +318,7 @@ def _post(context: _Context, row) -> SendResult:
 
 def _drop_opted_out(context: _Context, token: str, rows: list, totals: dict) -> list:
     """The opt-out list checked again just before sending: a STOP after launch stops that recipient."""
-    if not rows:
-        return rows
-    stopped = set(db.session.scalars(select(Suppression.phone).where(
-        Suppression.team_id == context.team_id, Suppression.phone.in_([row.phone for row in rows]))))
+    stopped = {row.phone for row in rows if row.opted_out}
     if not stopped:
         return rows
     ids = [row.id for row in rows if row.phone in stopped]
