@@ -2,6 +2,7 @@
 orphans matched later, unknown words and unreadable bodies, and billed figures against the send reply."""
 
 import json
+import os
 from datetime import timedelta
 from decimal import Decimal
 
@@ -276,3 +277,43 @@ def test_a_new_token_works_at_once_and_a_replaced_one_only_while_cached(app, tea
         assert callbacks.token_matches(team.id, team.inbound_token, "inbound")
     finally:
         callbacks.TOKEN_CACHE_SECONDS = original
+
+
+postgresql_only = pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL"), reason="PostgreSQL's own path")
+
+
+@postgresql_only
+def test_a_lost_connection_costs_no_callback(app, team):
+    """The server ends the thread's callback connection: that callback is stored through the pool, and the
+    next one opens a new connection; both are applied."""
+    first, second = (make_message(team, status=MessageStatus.ACCEPTED) for _ in range(2))
+    _store(team.id, "form", reference=first.reference, status="sent")
+    pid = callbacks._thread_connection().info.backend_pid
+    db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    db.session.commit()
+    assert _store(team.id, "form", reference=first.reference, status="DELIVRD").message_id == first.id
+    assert _store(team.id, "form", reference=second.reference, status="DELIVRD").message_id == second.id
+    assert callbacks._thread_connection().info.backend_pid != pid
+    assert {_message(first.id).status, _message(second.id).status} == {MessageStatus.DELIVERED}
+
+
+def test_callbacks_posted_at_once_from_many_threads_are_all_kept_and_applied(app, team):
+    """24 threads store a callback each at the same moment: 24 rows, 24 messages moved."""
+    import threading
+
+    rows = [make_message(team, status=MessageStatus.UNKNOWN) for _ in range(24)]
+    start = threading.Barrier(len(rows))
+    stored = []
+
+    def post(reference: str) -> None:
+        with app.app_context():
+            start.wait()
+            stored.append(store_status_callback(team.id, FORM, "", f"reference={reference}&status=sent".encode()))
+
+    threads = [threading.Thread(target=post, args=(row.reference,)) for row in rows]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(s.message_id for s in stored) == sorted(row.id for row in rows)
+    assert {_message(row.id).status for row in rows} == {MessageStatus.ACCEPTED}

@@ -125,12 +125,22 @@ def test_the_latest_provider_figure_is_billed_and_the_reply_stays_beside_it(app)
 
 
 def test_figures_alone_are_billed_without_moving_the_status(app, message):
-    """A late 'sent' that carries the cost still records it as billed, and the status stays final."""
+    """A repeated 'delivered' that now carries the cost records it as billed; the status stays as it was."""
     team, message_id, reference = message
     _apply(team.id, _callback(DeliveryState.DELIVERED, reference))
-    applied = _apply(team.id, _callback(DeliveryState.SENT, reference, parts=1, cost=Decimal("0.015")))
+    applied = _apply(team.id, _callback(DeliveryState.DELIVERED, reference, parts=1, cost=Decimal("0.015")))
     row = _row(message_id)
     assert applied.changed and row.status is MessageStatus.DELIVERED and row.billed_cost == Decimal("0.015")
+
+
+def test_a_late_interim_report_does_not_replace_the_final_reports_figures(app, message):
+    """Delivered billed 2 parts; the interim 'sent' (1 part) arriving after it is older news: still 2."""
+    team, message_id, reference = message
+    _apply(team.id, _callback(DeliveryState.DELIVERED, reference, parts=2, cost=Decimal("0.03")))
+    late = _apply(team.id, _callback(DeliveryState.SENT, reference, parts=1, cost=Decimal("0.015")))
+    row = _row(message_id)
+    assert late.changed is False
+    assert (row.status, row.billed_parts, row.billed_cost) == (MessageStatus.DELIVERED, 2, Decimal("0.03"))
 
 
 def test_an_unknown_message_becomes_delivered_when_its_callback_arrives(app):

@@ -2,11 +2,12 @@
 
 A status callback is stored raw, with what the tolerant parser read from it, and applied to its message
 (webapp.services.delivery) in the same transaction; if applying fails, the raw row is still stored,
-unmatched, for rematch_orphans() to apply later. On PostgreSQL the two are one statement (a
-data-modifying WITH: find the message, UPDATE it, INSERT the raw row) run in autocommit, so a callback
-costs two round trips (the pool's pre-ping and that statement) once its team's token is cached. SQLite
-has no data-modifying WITH: there it is an UPDATE ... RETURNING (a SELECT when that changed nothing), the
-INSERT and the commit, all in process.
+unmatched, for rematch_orphans() to apply later. Once its team's token is cached (token_matches) a
+callback reads nothing else first. On PostgreSQL storing and applying are one statement (a
+data-modifying WITH: find the message, UPDATE it, INSERT the raw row), autocommitted on the request
+thread's own connection: one round trip (_store_on_postgresql). SQLite has no data-modifying WITH:
+there it is an UPDATE ... RETURNING (a SELECT when that changed nothing), the INSERT and the commit,
+all in process.
 
 A callback a person should look at is flagged in `problem` (PROBLEMS) and listed on the review page:
 a body the parser can't read (still stored, still answered 200), one naming no message, one without a
@@ -28,14 +29,17 @@ Nothing a provider sends about a real message is dropped, so only what cannot be
 
 import hmac
 import logging
+import threading
 import time
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from enum import Enum
 from functools import cache
 from typing import Literal
 
+import psycopg
 from flask import current_app
-from sqlalchemy import Insert, bindparam, case, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Executable, Insert, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
@@ -119,8 +123,21 @@ def store_status_callback(
     it carried nothing at all."""
     if not body and not query:
         return None  # a bare GET (someone checking the URL) says nothing about any message
+    parsed, params = callback_params(team_id, content_type, query, body)
+    stored = _store_and_apply(parsed, params)
+    if stored.id % current_app.config["CALLBACK_PRUNE_EVERY"] == 0:
+        try:
+            prune_team(team_id, current_app.config["CALLBACK_ORPHAN_LIMIT"])
+        except SQLAlchemyError:  # the callback is stored; the sweep will prune
+            db.session.rollback()
+            logger.exception("pruning team %s's callbacks failed", team_id)
+    return stored
+
+
+def callback_params(team_id: int, content_type: str | None, query: str, body: bytes) -> tuple[ParsedCallback, dict]:
+    """What the parser read, fitted to the columns, and the bound values of the statements that store it."""
     parsed = _fitted(parse_callback(body, content_type, query))
-    params = delivery.apply_params(team_id, parsed) | {
+    return parsed, delivery.apply_params(team_id, parsed) | {
         "cb_content_type": _fit(content_type or "", 200),
         "cb_query_string": _fit(query, MAX_QUERY_BYTES),
         # Kept as text for people to read; NUL is the one character PostgreSQL text can't hold.
@@ -130,20 +147,6 @@ def store_status_callback(
         "cb_cause_code": parsed.cause_code,
         "cb_problem": flag(parsed),
     }
-    try:
-        stored = _store_and_apply(parsed, params)
-    except SQLAlchemyError:  # applying failed: the raw callback is still kept, as an orphan to match later
-        logger.exception("applying a callback for team %s failed; kept unmatched", team_id)
-        with db.engine.begin() as connection:
-            row_id = connection.execute(_raw_insert(), params).scalar_one()
-        stored = StoredCallback(row_id, None, params["cb_problem"], parsed)
-    if stored.id % current_app.config["CALLBACK_PRUNE_EVERY"] == 0:
-        try:
-            prune_team(team_id, current_app.config["CALLBACK_ORPHAN_LIMIT"])
-        except SQLAlchemyError:  # the callback is stored; the sweep will prune
-            db.session.rollback()
-            logger.exception("pruning team %s's callbacks failed", team_id)
-    return stored
 
 
 def flag(parsed: ParsedCallback) -> str | None:
@@ -162,16 +165,91 @@ def flag(parsed: ParsedCallback) -> str | None:
 def _store_and_apply(parsed: ParsedCallback, params: dict) -> StoredCallback:
     """Apply and store in one transaction: one statement on PostgreSQL, three on SQLite."""
     if db.engine.dialect.name == "postgresql":
-        # One statement is atomic by itself: autocommit saves the BEGIN and COMMIT round trips.
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            row = connection.execute(_apply_and_insert(parsed.state), params).one()
-        return StoredCallback(row.id, row.message_id, row.problem, parsed)
-    with db.engine.begin() as connection:
-        applied = delivery.apply_callback(connection, params["cb_team_id"], parsed, params["cb_at"])
-        problem = params["cb_problem"] or (REPLY_DISAGREES if applied and applied.disagrees(parsed) else None)
-        row_id = connection.execute(_raw_insert(), params | {
-            "cb_message_id": applied.message_id if applied else None, "cb_problem": problem}).scalar_one()
-    return StoredCallback(row_id, applied.message_id if applied else None, problem, parsed)
+        try:
+            return StoredCallback(*_store_on_postgresql(parsed.state, params), parsed)
+        except psycopg.OperationalError:  # the thread's connection broke: this one goes through the pool
+            logger.warning("a callback connection was lost; storing through the pool", exc_info=True)
+    try:
+        with db.engine.begin() as connection:
+            applied = delivery.apply_callback(connection, params["cb_team_id"], parsed, params["cb_at"])
+            problem = params["cb_problem"] or (REPLY_DISAGREES if applied and applied.disagrees(parsed) else None)
+            row_id = connection.execute(_raw_insert(), params | {
+                "cb_message_id": applied.message_id if applied else None, "cb_problem": problem}).scalar()
+        return StoredCallback(row_id, applied.message_id if applied else None, problem, parsed)
+    except SQLAlchemyError:  # applying failed: the raw callback is still kept, as an orphan to match later
+        logger.exception("applying a callback for team %s failed; kept unmatched", params["cb_team_id"])
+        with db.engine.begin() as connection:
+            row_id = connection.execute(_raw_insert(), params | {"cb_message_id": None}).scalar()
+        return StoredCallback(row_id, None, params["cb_problem"], parsed)
+
+
+def _store_on_postgresql(state: DeliveryState, params: dict) -> tuple:
+    """(row id, message id, problem): the one statement, autocommitted, on this thread's own connection.
+
+    One round trip per callback: no BEGIN or COMMIT (one statement is atomic by itself) and no pool
+    pre-ping (a SELECT 1 per checkout, as many round trips again). The durable commit before the 200 is
+    kept (a provider doesn't resend what was acknowledged); concurrent callbacks share WAL flushes, as
+    PostgreSQL groups the commits that wait together. If the statement fails (a deadlock, a refused
+    UPDATE) it changed nothing, and the callback is stored raw and unmatched on the same connection, for
+    rematch_orphans(); a lost connection is closed and raises psycopg.OperationalError.
+    """
+    connection = _thread_connection()
+    try:
+        try:
+            return connection.execute(*_driver_sql(_apply_and_insert(state), params)).fetchone()
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            logger.exception("applying a callback for team %s failed; kept unmatched", params["cb_team_id"])
+            return connection.execute(*_driver_sql(_raw_insert(), params | {"cb_message_id": None})).fetchone()
+    except psycopg.OperationalError:
+        _forget_thread_connection()
+        raise
+
+
+_threads = threading.local()
+
+
+def _thread_connection() -> psycopg.Connection:
+    """This thread's autocommit connection to the app's database, opened on first use and kept.
+
+    Outside the pool, so holding it never starves other requests: a gunicorn worker of 8 threads keeps
+    up to 8 of them beside its pool. Keyed by the database URL, so the apps a test run creates one after
+    another share one connection per thread rather than leaving one each.
+    """
+    url = db.engine.url
+    connections = getattr(_threads, "connections", None)
+    if connections is None:
+        connections = _threads.connections = {}
+    connection = connections.get(url)
+    if connection is None or connection.closed:
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        connection = connections[url] = psycopg.connect(dsn, autocommit=True)
+    return connection
+
+
+def _forget_thread_connection() -> None:
+    connection = getattr(_threads, "connections", {}).pop(db.engine.url, None)
+    if connection is not None:
+        connection.close()
+
+
+def _driver_sql(statement: Executable, params: dict) -> tuple[str, dict]:
+    """The statement as PostgreSQL SQL for psycopg, with its constant parameters added to `params`."""
+    sql, constants = _compiled(statement)
+    return sql, params | constants
+
+
+@cache
+def _compiled(statement: Executable) -> tuple[str, dict]:
+    """Compiled once per statement: the SQL, and the values SQLAlchemy bound itself (statuses, limits),
+    as plain values (psycopg would send an Enum's name, not its value)."""
+    from sqlalchemy.dialects import postgresql
+
+    compiled = statement.compile(dialect=postgresql.psycopg.dialect())
+    constants = {name: value.value if isinstance(value, Enum) else value
+                 for name, value in compiled.params.items() if not name.startswith("cb_")}
+    return compiled.string, constants
 
 
 _RAW_COLUMNS = ("team_id", "content_type", "query_string", "body", "unique_id", "reference", "state",
@@ -191,7 +269,7 @@ def _raw_insert() -> Insert:
     return insert(CALLBACK).values(
         {name: _raw_value(name) for name in _RAW_COLUMNS}
         | {"received_at": _raw_value("at"), "message_id": _raw_value("message_id"), "problem": _raw_value("problem")}
-    ).returning(CALLBACK.c.id)
+    ).returning(CALLBACK.c.id, CALLBACK.c.message_id, CALLBACK.c.problem)
 
 
 @cache

@@ -10,9 +10,11 @@ its callback arrives: that is how the engine learns it was sent. If a person had
 ("resend unconfirmed"), the first attempt is marked sent twice, so the campaign counts it honestly.
 An unrecognised status word is stored with the callback and never applied.
 
-The cost and parts a callback reports are the billed figures (the provider's latest word counts); the
-send reply's own figures stay in reply_parts / reply_cost and the estimate in estimated_cost, so a
-difference is kept, and a callback that disagrees with the reply is flagged (REPLY_DISAGREES).
+The cost and parts a callback reports are the billed figures (the provider's latest word counts: the
+last to arrive, except that a report from before the message's state, a late "sent" after "delivered",
+is older news and doesn't replace the figures of the report that moved it on); the send reply's own
+figures stay in reply_parts / reply_cost and the estimate in estimated_cost, so a difference is kept,
+and a callback that disagrees with the reply is flagged (REPLY_DISAGREES).
 
 Everything here is Core SQL on a connection the caller gives (one transaction, or PostgreSQL's single
 statement in webapp.services.callbacks), and every change is a plain UPDATE of `message`, so the
@@ -43,6 +45,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
 
@@ -63,6 +66,7 @@ TARGET = {
     DeliveryState.FAILED: MessageStatus.UNDELIVERED,
 }
 _LOWER = {state: [s for s, rank in RANK.items() if rank < RANK[target]] for state, target in TARGET.items()}
+_HIGHER = {state: [s for s, rank in RANK.items() if rank > RANK[target]] for state, target in TARGET.items()}
 REPLY_DISAGREES = "billed differs from send reply"
 
 MESSAGE = Message.__table__
@@ -122,19 +126,22 @@ def guarded_update(state: DeliveryState, which) -> Update:
     """UPDATE the message `which` selects to what a callback in `state` says, only if that changes it."""
     c = MESSAGE.c
     at = param("at")
+    target = TARGET[state]
+    below = or_(*(c.status == status for status in _LOWER[state]))
+    # A report from before the message's current state (a late "sent" after "delivered") is older news:
+    # its figures don't replace those of the report that moved it further.
+    current = ~or_(*(c.status == status for status in _HIGHER[state])) if _HIGHER[state] else true()
     values: dict = {
         "unique_id": func.coalesce(c.unique_id, param("unique_id")),
-        "billed_parts": func.coalesce(param("parts"), c.billed_parts),
-        "billed_cost": func.coalesce(param("cost"), c.billed_cost),
+        "billed_parts": case((current, func.coalesce(param("parts"), c.billed_parts)), else_=c.billed_parts),
+        "billed_cost": case((current, func.coalesce(param("cost"), c.billed_cost)), else_=c.billed_cost),
         "updated_at": at,
     }
     changes = [
         and_(c.unique_id.is_(None), param("unique_id").is_not(None)),
-        and_(param("parts").is_not(None), c.billed_parts.is_distinct_from(param("parts"))),
-        and_(param("cost").is_not(None), c.billed_cost.is_distinct_from(param("cost"))),
+        and_(current, param("parts").is_not(None), c.billed_parts.is_distinct_from(param("parts"))),
+        and_(current, param("cost").is_not(None), c.billed_cost.is_distinct_from(param("cost"))),
     ]
-    target = TARGET[state]
-    below = or_(*(c.status == status for status in _LOWER[state]))
     values["status"] = case((below, literal(target.value)), else_=c.status)
     values["sent_twice"] = case((below, c.resent), else_=c.sent_twice)
     if RANK[target] == 3:
