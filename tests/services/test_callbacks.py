@@ -288,12 +288,12 @@ def test_a_lost_connection_costs_no_callback(app, team):
     next one opens a new connection; both are applied."""
     first, second = (make_message(team, status=MessageStatus.ACCEPTED) for _ in range(2))
     _store(team.id, "form", reference=first.reference, status="sent")
-    pid = callbacks._thread_connection().info.backend_pid
+    pid = callbacks._thread_connection(callbacks._postgresql_dsn()).info.backend_pid
     db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     db.session.commit()
     assert _store(team.id, "form", reference=first.reference, status="DELIVRD").message_id == first.id
     assert _store(team.id, "form", reference=second.reference, status="DELIVRD").message_id == second.id
-    assert callbacks._thread_connection().info.backend_pid != pid
+    assert callbacks._thread_connection(callbacks._postgresql_dsn()).info.backend_pid != pid
     assert {_message(first.id).status, _message(second.id).status} == {MessageStatus.DELIVERED}
 
 

@@ -164,9 +164,10 @@ def flag(parsed: ParsedCallback) -> str | None:
 
 def _store_and_apply(parsed: ParsedCallback, params: dict) -> StoredCallback:
     """Apply and store in one transaction: one statement on PostgreSQL, three on SQLite."""
-    if db.engine.dialect.name == "postgresql":
+    dsn = _postgresql_dsn()
+    if dsn:
         try:
-            return StoredCallback(*_store_on_postgresql(parsed.state, params), parsed)
+            return StoredCallback(*_store_on_postgresql(dsn, parsed.state, params), parsed)
         except psycopg.OperationalError:  # the thread's connection broke: this one goes through the pool
             logger.warning("a callback connection was lost; storing through the pool", exc_info=True)
     try:
@@ -183,7 +184,7 @@ def _store_and_apply(parsed: ParsedCallback, params: dict) -> StoredCallback:
         return StoredCallback(row_id, None, params["cb_problem"], parsed)
 
 
-def _store_on_postgresql(state: DeliveryState, params: dict) -> tuple:
+def _store_on_postgresql(dsn: str, state: DeliveryState, params: dict) -> tuple:
     """(row id, message id, problem): the one statement, autocommitted, on this thread's own connection.
 
     One round trip per callback: no BEGIN or COMMIT (one statement is atomic by itself) and no pool
@@ -193,7 +194,7 @@ def _store_on_postgresql(state: DeliveryState, params: dict) -> tuple:
     UPDATE) it changed nothing, and the callback is stored raw and unmatched on the same connection, for
     rematch_orphans(); a lost connection is closed and raises psycopg.OperationalError.
     """
-    connection = _thread_connection()
+    connection = _thread_connection(dsn)
     try:
         try:
             return connection.execute(*_driver_sql(_apply_and_insert(state), params)).fetchone()
@@ -203,35 +204,39 @@ def _store_on_postgresql(state: DeliveryState, params: dict) -> tuple:
             logger.exception("applying a callback for team %s failed; kept unmatched", params["cb_team_id"])
             return connection.execute(*_driver_sql(_raw_insert(), params | {"cb_message_id": None})).fetchone()
     except psycopg.OperationalError:
-        _forget_thread_connection()
+        _threads.connections.pop(dsn, None)
+        connection.close()
         raise
 
 
 _threads = threading.local()
 
 
-def _thread_connection() -> psycopg.Connection:
-    """This thread's autocommit connection to the app's database, opened on first use and kept.
+def _thread_connection(dsn: str) -> psycopg.Connection:
+    """This thread's autocommit connection to the database `dsn`, opened on first use and kept.
 
     Outside the pool, so holding it never starves other requests: a gunicorn worker of 8 threads keeps
-    up to 8 of them beside its pool. Keyed by the database URL, so the apps a test run creates one after
+    up to 8 of them beside its pool. Keyed by the database, so the apps a test run creates one after
     another share one connection per thread rather than leaving one each.
     """
-    url = db.engine.url
     connections = getattr(_threads, "connections", None)
     if connections is None:
         connections = _threads.connections = {}
-    connection = connections.get(url)
+    connection = connections.get(dsn)
     if connection is None or connection.closed:
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        connection = connections[url] = psycopg.connect(dsn, autocommit=True)
+        connection = connections[dsn] = psycopg.connect(dsn, autocommit=True)
     return connection
 
 
-def _forget_thread_connection() -> None:
-    connection = getattr(_threads, "connections", {}).pop(db.engine.url, None)
-    if connection is not None:
-        connection.close()
+def _postgresql_dsn() -> str:
+    """The app's database as a libpq URL when it is PostgreSQL, else ""; worked out once per app."""
+    dsn = current_app.extensions.get("callback_dsn")
+    if dsn is None:
+        url = db.engine.url
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False) \
+            if url.get_backend_name() == "postgresql" else ""
+        current_app.extensions["callback_dsn"] = dsn
+    return dsn
 
 
 def _driver_sql(statement: Executable, params: dict) -> tuple[str, dict]:
@@ -281,7 +286,7 @@ def _apply_and_insert(state: DeliveryState) -> Insert:
     found_id = select(found.c.id).scalar_subquery()
     disagrees = or_(select(found.c.reply_cost).scalar_subquery() != _raw_value("cost"),
                     select(found.c.reply_parts).scalar_subquery() != _raw_value("parts"))
-    problem = func.coalesce(_raw_value("problem"), case((disagrees, REPLY_DISAGREES)))
+    problem = func.coalesce(_raw_value("problem"), case((disagrees, delivery.constant(REPLY_DISAGREES))))
     row = select(*(_raw_value(name) for name in _RAW_COLUMNS), _raw_value("at"), found_id, problem)
     statement = (insert(CALLBACK)
                  .from_select([*_RAW_COLUMNS, "received_at", "message_id", "problem"], row)
@@ -395,7 +400,9 @@ def _fit(value: str | None, length: int) -> str | None:
     (which a JSON body can spell as \\ud800)."""
     if value is None:
         return None
-    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")[:length]
+    if not value.isascii():  # ASCII can't hold a surrogate
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return (value.replace("\x00", "") if "\x00" in value else value)[:length]
 
 
 def _fitted(parsed: ParsedCallback) -> ParsedCallback:

@@ -42,10 +42,9 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    literal,
+    literal_column,
     or_,
     select,
-    true,
     update,
 )
 
@@ -127,28 +126,43 @@ def guarded_update(state: DeliveryState, which) -> Update:
     c = MESSAGE.c
     at = param("at")
     target = TARGET[state]
-    below = or_(*(c.status == status for status in _LOWER[state]))
+    below = c.status.in_(_constants(_LOWER[state]))
     # A report from before the message's current state (a late "sent" after "delivered") is older news:
     # its figures don't replace those of the report that moved it further.
-    current = ~or_(*(c.status == status for status in _HIGHER[state])) if _HIGHER[state] else true()
+    current = [c.status.not_in(_constants(_HIGHER[state]))] if _HIGHER[state] else []
+
+    def billed(column, value):
+        figure = func.coalesce(value, column)
+        return case((current[0], figure), else_=column) if current else figure
+
     values: dict = {
         "unique_id": func.coalesce(c.unique_id, param("unique_id")),
-        "billed_parts": case((current, func.coalesce(param("parts"), c.billed_parts)), else_=c.billed_parts),
-        "billed_cost": case((current, func.coalesce(param("cost"), c.billed_cost)), else_=c.billed_cost),
+        "billed_parts": billed(c.billed_parts, param("parts")),
+        "billed_cost": billed(c.billed_cost, param("cost")),
         "updated_at": at,
     }
     changes = [
         and_(c.unique_id.is_(None), param("unique_id").is_not(None)),
-        and_(current, param("parts").is_not(None), c.billed_parts.is_distinct_from(param("parts"))),
-        and_(current, param("cost").is_not(None), c.billed_cost.is_distinct_from(param("cost"))),
+        and_(*current, param("parts").is_not(None), c.billed_parts.is_distinct_from(param("parts"))),
+        and_(*current, param("cost").is_not(None), c.billed_cost.is_distinct_from(param("cost"))),
     ]
-    values["status"] = case((below, literal(target.value)), else_=c.status)
+    values["status"] = case((below, constant(target)), else_=c.status)
     values["sent_twice"] = case((below, c.resent), else_=c.sent_twice)
     if RANK[target] == 3:
         values["finished_at"] = case((below, at), else_=c.finished_at)
     if target is MessageStatus.UNDELIVERED:  # say why; a late report never rewrites the reason
         values["error"] = case((below, param("error")), else_=c.error)
     return update(MESSAGE).where(which, or_(below, *changes)).values(**values)
+
+
+def constant(value: str):
+    """One of our own fixed words written into the SQL, not bound: the statement above repeats each status
+    test in several places, and a bound value is sent (and encoded) once per place, every time."""
+    return literal_column("'" + str(value).replace("'", "''") + "'")
+
+
+def _constants(values) -> list:
+    return [constant(value) for value in values]
 
 
 def apply_params(team_id: int, parsed: ParsedCallback, at: datetime | None = None,
