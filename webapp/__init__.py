@@ -64,6 +64,7 @@ NAVIGATION = [
     ("optouts.index", "Opt-outs", "all"),
     ("compose.index", "Templates", "all"),
     ("campaigns.index", "Campaigns", "all"),
+    ("callback_review.index", "Reports to check", "all"),
     ("settings.index", "Settings", "admin"),
     ("users.index", "Users", "admin"),
 ]

@@ -336,6 +336,42 @@ def rematch_orphans(limit: int = 10_000) -> int:
     return len(matches)
 
 
+REVIEW_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class ReviewPage:
+    """One page of a team's flagged callbacks, newest first, with the cursors of the pages around it."""
+
+    rows: list  # (ProviderCallback, campaign id of its message or None)
+    older: int | None  # pass as `before` for the next page, None on the last
+    newer: int | None  # pass as `after` for the previous page, None on the first
+
+
+def flagged_callbacks(team_id: int, before: int | None = None, after: int | None = None,
+                      size: int | None = None) -> ReviewPage:
+    """A page of the team's callbacks flagged for a person, newest first, by keyset (id) so a deep page of
+    a million rows costs what the first does (the partial index ix_provider_callback_team_flagged)."""
+    size = size or REVIEW_PAGE_SIZE
+    statement = (select(ProviderCallback, Message.campaign_id)
+                 .outerjoin(Message, (Message.id == ProviderCallback.message_id) & (Message.team_id == team_id))
+                 .where(ProviderCallback.team_id == team_id, ProviderCallback.problem.is_not(None)))
+    if after is not None:  # the page before: the `size` oldest above `after`, shown newest first
+        rows = db.session.execute(statement.where(ProviderCallback.id > after)
+                                  .order_by(ProviderCallback.id).limit(size + 1)).all()
+        newer_exists = len(rows) > size
+        rows = rows[:size][::-1]
+        return ReviewPage([tuple(row) for row in rows], rows[-1][0].id if rows else None,
+                          rows[0][0].id if rows and newer_exists else None)
+    if before is not None:
+        statement = statement.where(ProviderCallback.id < before)
+    rows = db.session.execute(statement.order_by(ProviderCallback.id.desc()).limit(size + 1)).all()
+    older_exists = len(rows) > size
+    rows = rows[:size]
+    return ReviewPage([tuple(row) for row in rows], rows[-1][0].id if rows and older_exists else None,
+                      rows[0][0].id if rows and before is not None else None)
+
+
 def store_inbound_message(team_id: int, content_type: str | None, query: str, body: bytes) -> InboundMessage | None:
     """Keep an inbound SMS and act on STOP/START (services.optouts); None when it carried nothing at all."""
     if not body and not query:

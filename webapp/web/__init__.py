@@ -12,6 +12,7 @@ def init_app(app: Flask) -> None:
     from webapp.web import (
         access,
         auth,
+        callback_review,
         campaigns,
         compose,
         contacts,
@@ -26,7 +27,7 @@ def init_app(app: Flask) -> None:
     )
 
     app.before_request(access.refuse_viewer_changes)
-    for module in (auth, contacts, dashboard, health, imports, optouts, settings, users, webhooks):
+    for module in (auth, callback_review, contacts, dashboard, health, imports, optouts, settings, users, webhooks):
         app.register_blueprint(module.bp)
     for module in (compose, campaigns, messages):
         app.register_blueprint(module.bp)
