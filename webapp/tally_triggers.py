@@ -33,7 +33,11 @@ def _reason(row: str) -> str:
 
 def _measures(row: str, sign: str) -> str:
     """messages, parts, estimated, billed, unbilled, mismatched, sent_twice of one row, times sign."""
-    return ", ".join((
+    return ", ".join(_measure_list(row, sign))
+
+
+def _measure_list(row: str, sign: str) -> tuple[str, ...]:
+    return ((
         f"{sign}",
         f"{sign} * {row}.parts",
         f"{sign} * {row}.estimated_cost",
@@ -103,13 +107,23 @@ def _sqlite_insert(row: str, sign: str) -> str:
 _WATCHED = ("campaign_id", "kind", "status", "held", "resent", "error", "parts", "estimated_cost", "billed_cost",
             "sent_twice")
 
+_CHANGED = "(" + " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in _WATCHED) + ")"
+# The row stays in its bucket: one delta of the figures' difference, so no message seems to enter it again.
+_SAME_PLACE = (f"OLD.campaign_id IS NEW.campaign_id AND OLD.kind IS NEW.kind "
+               f"AND ({_bucket('OLD')}) IS ({_bucket('NEW')}) AND ({_reason('OLD')}) IS ({_reason('NEW')})")
+_DIFFERENCE = ", ".join(f"({new}) + ({old})"
+                        for new, old in zip(_measure_list("NEW", "1"), _measure_list("OLD", "-1"), strict=True))
+
 SQLITE = (
     "DROP TRIGGER IF EXISTS tally_message_insert",
     f"CREATE TRIGGER tally_message_insert AFTER INSERT ON message BEGIN {_sqlite_insert('NEW', '1')} END",
     "DROP TRIGGER IF EXISTS tally_message_update",
-    "CREATE TRIGGER tally_message_update AFTER UPDATE ON message WHEN "
-    + " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in _WATCHED)
-    + f" BEGIN {_sqlite_insert('OLD', '-1')} {_sqlite_insert('NEW', '1')} END",
+    f"CREATE TRIGGER tally_message_update AFTER UPDATE ON message WHEN {_CHANGED} AND NOT ({_SAME_PLACE})"
+    f" BEGIN {_sqlite_insert('OLD', '-1')} {_sqlite_insert('NEW', '1')} END",
+    "DROP TRIGGER IF EXISTS tally_message_update_same",
+    f"CREATE TRIGGER tally_message_update_same AFTER UPDATE ON message WHEN {_CHANGED} AND {_SAME_PLACE}"
+    f" BEGIN INSERT INTO tally_delta ({COLUMNS}) SELECT NEW.campaign_id, {_bucket('NEW')}, {_reason('NEW')}, "
+    f"strftime('%Y-%m-%d %H:%M:%S', 'now'), {_DIFFERENCE} WHERE {_COUNTED.format(row='NEW')}; END",
     "DROP TRIGGER IF EXISTS tally_message_delete",
     f"CREATE TRIGGER tally_message_delete AFTER DELETE ON message BEGIN {_sqlite_insert('OLD', '-1')} END",
 )

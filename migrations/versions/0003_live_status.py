@@ -102,7 +102,8 @@ GROUP BY campaign_id, bucket, reason
 
 
 def downgrade():
-    for trigger in ("tally_message_insert", "tally_message_update", "tally_message_delete"):
+    for trigger in ("tally_message_insert", "tally_message_update", "tally_message_update_same",
+                    "tally_message_delete"):
         op.execute(f"DROP TRIGGER IF EXISTS {trigger}" + (" ON message" if op.get_bind().dialect.name == "postgresql"
                                                           else ""))
     if op.get_bind().dialect.name == "postgresql":

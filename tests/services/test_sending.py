@@ -388,3 +388,16 @@ def test_a_reply_that_arrives_after_the_sweep_called_it_unknown_is_still_taken(a
         row = db.session.scalar(select(Message).where(Message.campaign_id == campaign_id))
         db.session.refresh(row)
         assert (row.status, row.unique_id) == (MessageStatus.ACCEPTED, "late-u")
+
+
+def test_a_claim_takes_exactly_its_limit_whatever_the_plan(app, sandbox):
+    """FOR UPDATE SKIP LOCKED under IN (subquery) may be re-run per row and claim everything; the claim can't."""
+    _team_id, _user_id, campaign_id = _team_on_sandbox(app, sandbox, contacts=30)
+    with app.app_context():
+        campaign_states.launch(campaign_id, None)
+        recipients.freeze(campaign_id)
+        for limit in (1, 2, 7):
+            claimed = sending.claim(campaign_id, f"token-{limit}", limit, sending.now_utc())
+            assert len(claimed) == limit
+        assert db.session.scalar(select(func.count()).select_from(Message).where(
+            Message.campaign_id == campaign_id, Message.claim_token.is_not(None))) == 10

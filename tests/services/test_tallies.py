@@ -193,6 +193,22 @@ def test_the_timeline_counts_posts_deliveries_and_failures_by_minute(app):
         assert figures.count("sending") == 1 and figures.sent == 4
 
 
+def test_a_late_billed_cost_changes_spend_not_the_deliveries(app):
+    """A report that only brings a delivered message's billed cost moves no message into "delivered" again."""
+    _team_id, _user_id, campaign_id = _launched(app, 2)
+    with app.app_context():
+        ids = _ids(campaign_id, MessageStatus.CREATED)
+        db.session.execute(update(Message).where(Message.id.in_(ids)).values(status=MessageStatus.DELIVERED))
+        db.session.commit()
+        db.session.execute(update(Message).where(Message.id == ids[0]).values(billed_cost=Decimal("0.05")))
+        db.session.commit()
+        assert sum(row[2] for row in tallies.minutes(campaign_id)) == 2
+        tallies.fold()
+        assert sum(row[2] for row in tallies.minutes(campaign_id)) == 2
+        assert tallies.figures(campaign_id).billed == Decimal("0.05")
+        _agree(campaign_id)
+
+
 def test_test_sends_are_not_counted(app):
     """A draft's test sends carry its campaign id; they are no recipient's campaign message."""
     team_id, _user_id, campaign_id = _launched(app, 2)

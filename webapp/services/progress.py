@@ -55,8 +55,8 @@ class Progress:
 
     @property
     def delivery_rate(self) -> int | None:
-        """Delivered, as a share of the messages with a final report."""
-        return round(self.delivered * 100 / self.reported) if self.reported else None
+        """Delivered, as a share of the messages with a final report (rounded down: 299 of 300 is not 100%)."""
+        return self.delivered * 100 // self.reported if self.reported else None
 
     @property
     def coverage(self) -> int | None:
@@ -78,7 +78,7 @@ def progress(campaign: Campaign, coverage_seconds: int, now: datetime | None = N
         result.held_until = db.session.scalar(
             select(Message.not_before).where(Message.campaign_id == campaign.id,
                                              Message.status == MessageStatus.CREATED,
-                                             Message.not_before.is_not(None), Message.held.is_(True))
+                                             Message.not_before > now, Message.held.is_(True))
             .order_by(Message.not_before).limit(1))
     if result.figures.count("unknown") and campaign.status in (CampaignStatus.SENDING, CampaignStatus.PAUSED,
                                                                  CampaignStatus.COMPLETED):

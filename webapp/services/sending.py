@@ -28,6 +28,7 @@ person's audited "resend unconfirmed". RQ's Retry never wraps any of this, and a
 finds nothing left to claim.
 """
 
+import contextlib
 import logging
 import random
 import secrets
@@ -126,10 +127,14 @@ def claim(campaign_id: int, token: str, limit: int, now: datetime) -> list[int]:
         .limit(limit)
     )
     if db.session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
+        # Locked and limited once, in a MATERIALIZED CTE: as a plain IN (subquery) the planner may run the
+        # SKIP LOCKED subquery again per outer row, each run skipping what the last one locked, and claim
+        # far more than `limit` rows.
+        due = select(due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED").c.id)
     ids = db.session.scalars(
         update(Message).where(Message.id.in_(due.scalar_subquery()), Message.claim_token.is_(None))
-        .values(claim_token=token, claimed_at=now).returning(Message.id)
+        # A held row whose window has opened is due like any other: it is no longer waiting for quiet hours.
+        .values(claim_token=token, claimed_at=now, held=False).returning(Message.id)
     ).all()
     _relax_commit()
     db.session.commit()
@@ -249,22 +254,32 @@ def _pipeline(context: _Context, token: str, ids: list[int], pool: ThreadPoolExe
     flying: dict[Future, object] = {}
     finished: list[tuple[object, SendResult]] = []
     stop = None
-    while flying or (waiting and stop is None):
-        free = concurrency - len(flying)
-        if waiting and stop is None and (free >= refill_at or not flying):
-            group = [waiting.popleft() for _ in range(min(free, len(waiting)))]
-            rows, stop = _prepare(context, token, group, totals)
-            for row in rows:
-                flying[pool.submit(_post, context, row)] = row
-            totals["posted"] += len(rows)
-            continue
-        done, _ = wait(flying, return_when=FIRST_COMPLETED)
-        finished.extend((flying.pop(future), future.result()) for future in done)
-        if len(finished) >= refill_at or not flying or stop is not None:
-            outcome = _record(context, token, [row for row, _ in finished], [result for _, result in finished],
-                              totals)
-            finished = []
-            stop = stop or outcome
+    try:
+        while flying or (waiting and stop is None):
+            free = concurrency - len(flying)
+            if waiting and stop is None and (free >= refill_at or not flying):
+                group = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+                rows, stop = _prepare(context, token, group, totals)
+                for row in rows:
+                    flying[pool.submit(_post, context, row)] = row
+                totals["posted"] += len(rows)
+                continue
+            done, _ = wait(flying, return_when=FIRST_COMPLETED)
+            finished.extend((flying.pop(future), future.result()) for future in done)
+            if len(finished) >= refill_at or not flying or stop is not None:
+                outcome = _record(context, token, [row for row, _ in finished],
+                                  [result for _, result in finished], totals)
+                finished = []
+                stop = stop or outcome
+    except BaseException:
+        # A failure here (Redis or the database gone, the job's timeout) must not throw away replies to
+        # POSTs that left: wait for them and record them in a fresh transaction, if the database lets us.
+        db.session.rollback()
+        finished.extend((row, future.result()) for future, row in flying.items())
+        if finished:
+            with contextlib.suppress(Exception):  # else the sweep makes them unknown: never resent blindly
+                _record(context, token, [row for row, _ in finished], [result for _, result in finished], totals)
+        raise
     return stop
 
 
@@ -401,7 +416,9 @@ def _accepted_update(token: str):
                or_(and_(table.c.claim_token == token,
                         or_(*(table.c.status == status for status in AFTER_ACCEPTED))),  # IN () can't executemany
                    was_unknown))
-        .values(claim_token=None, claimed_at=None, error=None,
+        .values(claim_token=None, claimed_at=None,
+                # A faster callback's final state keeps its reason (why it was undelivered).
+                error=case((or_(table.c.status == MessageStatus.SENDING, was_unknown), None), else_=table.c.error),
                 sent_twice=case((was_unknown, table.c.resent), else_=table.c.sent_twice),
                 status=case((or_(table.c.status == MessageStatus.SENDING, was_unknown), MessageStatus.ACCEPTED),
                             else_=table.c.status),

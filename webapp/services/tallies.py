@@ -257,10 +257,12 @@ def recount(campaign_id: int, attempts: int = 5) -> int:
         try:
             if db.session.get_bind().dialect.name == "postgresql":
                 db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            wrong = len(differences(campaign_id))
-            want = counted(campaign_id)
+            have = kept(campaign_id)
+            # Deleting first takes SQLite's write lock before the count, so no write slips in between.
             db.session.execute(delete(TallyDelta).where(TallyDelta.campaign_id == campaign_id))
             db.session.execute(delete(CampaignTally).where(CampaignTally.campaign_id == campaign_id))
+            want = counted(campaign_id)
+            wrong = sum(1 for key in set(have) | set(want) if not _same(have.get(key), want.get(key)))
             if want:
                 db.session.execute(insert(CampaignTally), [
                     dict(campaign_id=campaign_id, bucket=bucket, reason=reason, **values)

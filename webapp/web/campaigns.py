@@ -257,12 +257,14 @@ def test_send(campaign_id: int):
 LIVE = (CampaignStatus.SENDING, CampaignStatus.SCHEDULED)
 FINAL = (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.FAILED)
 AWAITING_REPORT = ("sending", "accepted", "unknown")  # tally buckets that still expect a delivery report
-LIVE_POLL_SECONDS, SLOW_POLL_SECONDS = 2, 10
+LIVE_POLL_SECONDS, SLOW_POLL_SECONDS, SCHEDULED_POLL_SECONDS = 2, 10, 30
+SCHEDULED_SOON = timedelta(minutes=2)  # closer than this to its time, a scheduled campaign is polled live
 REPORTS_AWAITED_FOR = timedelta(hours=48)
 AUDIT_SHOWN = 100
 REASONS_SHOWN = 10
 # The chart's cumulative lines: (label, column of tallies.minutes() rows, CSS class).
-CHART_SERIES = (("Posted", 1, "line-posted"), ("Delivered", 2, "line-delivered"), ("Failed", 3, "line-failed"))
+CHART_SERIES = (("Posts (retries too)", 1, "line-posted"), ("Delivered", 2, "line-delivered"),
+                ("Failed", 3, "line-failed"))
 
 
 def _team_zone() -> ZoneInfo:
@@ -399,6 +401,8 @@ def launch(campaign_id: int):
 
 def _poll_seconds(campaign: Campaign, figures: tallies.Figures) -> int | None:
     """How often the page asks for fresh figures, or None to stop: the fragment then has no trigger."""
+    if campaign.status is CampaignStatus.SCHEDULED and campaign.scheduled_at - utcnow() > SCHEDULED_SOON:
+        return SCHEDULED_POLL_SECONDS  # nothing changes until then, but someone else may launch or unschedule
     if campaign.status in LIVE:
         return LIVE_POLL_SECONDS
     if campaign.status is CampaignStatus.PAUSED:
