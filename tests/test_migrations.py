@@ -88,12 +88,15 @@ def test_campaigns_sent_before_the_tallies_are_counted_and_then_kept(app_config,
                     connection.execute(text(
                         "INSERT INTO message (team_id, campaign_id, kind, phone, sender, text, encoding, parts, "
                         "estimated_cost, is_mms, reference, status, held, attempts, resent, sent_twice, error, "
-                        "created_at, updated_at) VALUES (1, 1, 'campaign', :phone, '', 'Hi', 'gsm7', 1, 0.015, false, "
-                        ":reference, :status, :held, 0, false, false, 'cause 34', '2026-01-01', '2026-01-01')"),
-                        {"phone": f"+1415555000{n}", "reference": f"r{n}", "status": status, "held": held})
+                        "created_at, updated_at, sent_at) VALUES (1, 1, 'campaign', :phone, '', 'Hi', 'gsm7', 1, "
+                        "0.015, false, :reference, :status, :held, 0, false, false, 'cause 34', '2026-01-01', "
+                        "'2026-01-01', :sent_at)"),
+                        {"phone": f"+1415555000{n}", "reference": f"r{n}", "status": status, "held": held,
+                         "sent_at": None if held else "2026-01-01 10:00:00"})
             upgrade()
             figures = tallies.figures(1)
             assert (figures.count("accepted"), figures.count("held"), figures.count("undelivered")) == (1, 1, 1)
+            assert [row[1:4] for row in tallies.minutes(1)] == [(2, 0, 1)]  # posted at one minute, one failed
             assert figures.reasons == [("undelivered", "cause 34", 1)]
             db.session.execute(text("UPDATE message SET status = 'delivered' WHERE reference = 'r0'"))
             db.session.commit()

@@ -99,6 +99,19 @@ FROM (SELECT m.*,
       FROM message m WHERE campaign_id IS NOT NULL AND kind = 'campaign') counted
 GROUP BY campaign_id, bucket, reason
 """)
+    # The timeline of campaigns sent before it was kept, from what their rows remember: each message at the
+    # minute it was posted (its delivery or failure too: when it happened was not kept).
+    minute = ("date_trunc('minute', sent_at)" if op.get_bind().dialect.name == "postgresql"
+              else "strftime('%Y-%m-%d %H:%M:00', sent_at)")
+    op.execute(f"""
+INSERT INTO campaign_minute (campaign_id, minute, posted, delivered, failed, spend)
+SELECT campaign_id, {minute}, count(*), sum(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END),
+       sum(CASE WHEN status IN ('failed', 'undelivered') THEN 1 ELSE 0 END),
+       sum(CASE WHEN status IN ('sending', 'accepted', 'delivered', 'undelivered', 'unknown')
+                THEN coalesce(billed_cost, estimated_cost) ELSE 0 END)
+FROM message WHERE campaign_id IS NOT NULL AND kind = 'campaign' AND sent_at IS NOT NULL
+GROUP BY campaign_id, {minute}
+""")
 
 
 def downgrade():
