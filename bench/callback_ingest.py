@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import os
 import platform
+import queue
 import random
 import secrets
 import shutil
@@ -228,7 +229,14 @@ def run_load(port: int, slices: list[list[tuple]], path_override: str | None = N
     barrier.wait()
     before = watch.sample() if watch else None
     began = time.perf_counter()
-    outcomes = [results.get(timeout=600) for _ in processes]
+    outcomes = []
+    while len(outcomes) < len(processes):  # a load process that died says so instead of hanging the run
+        try:
+            outcomes.append(results.get(timeout=1))
+        except queue.Empty:
+            dead = [process.exitcode for process in processes if process.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a load generator process failed (exit {dead[0]})") from None
     seconds = time.perf_counter() - began
     after = watch.sample() if watch else None
     for process in processes:

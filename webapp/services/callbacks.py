@@ -168,8 +168,8 @@ def _store_and_apply(parsed: ParsedCallback, params: dict) -> StoredCallback:
     if dsn:
         try:
             return StoredCallback(*_store_on_postgresql(dsn, parsed.state, params), parsed)
-        except psycopg.OperationalError:  # the thread's connection broke: this one goes through the pool
-            logger.warning("a callback connection was lost; storing through the pool", exc_info=True)
+        except psycopg.Error:  # the connection broke, or could not store at all: this one goes through the pool
+            logger.warning("a callback connection failed; storing through the pool", exc_info=True)
     try:
         with db.engine.begin() as connection:
             applied = delivery.apply_callback(connection, params["cb_team_id"], parsed, params["cb_at"])
@@ -192,7 +192,7 @@ def _store_on_postgresql(dsn: str, state: DeliveryState, params: dict) -> tuple:
     kept (a provider doesn't resend what was acknowledged); concurrent callbacks share WAL flushes, as
     PostgreSQL groups the commits that wait together. If the statement fails (a deadlock, a refused
     UPDATE) it changed nothing, and the callback is stored raw and unmatched on the same connection, for
-    rematch_orphans(); a lost connection is closed and raises psycopg.OperationalError.
+    rematch_orphans(); a connection that is lost, or can't store even that, is closed and the error raised.
     """
     connection = _thread_connection(dsn)
     try:
@@ -203,7 +203,7 @@ def _store_on_postgresql(dsn: str, state: DeliveryState, params: dict) -> tuple:
         except psycopg.Error:
             logger.exception("applying a callback for team %s failed; kept unmatched", params["cb_team_id"])
             return connection.execute(*_driver_sql(_raw_insert(), params | {"cb_message_id": None})).fetchone()
-    except psycopg.OperationalError:
+    except psycopg.Error:  # lost, or unable to store at all: never use this connection again
         _threads.connections.pop(dsn, None)
         connection.close()
         raise
