@@ -316,6 +316,7 @@ def rematch_orphans(limit: int = 10_000) -> int:
     candidates = (select(CALLBACK, func.coalesce(by_reference, by_unique_id).label("found_id"))
                   .where(CALLBACK.c.id.in_(newest)).subquery())
     connection = db.session.connection()
+    matched = 0
     matches = connection.execute(select(candidates).where(candidates.c.found_id.is_not(None))
                                  .order_by(candidates.c.id)).all()
     for orphan in matches:
@@ -332,8 +333,9 @@ def rematch_orphans(limit: int = 10_000) -> int:
         problem = orphan.problem or (REPLY_DISAGREES if applied.disagrees(parsed) else None)
         connection.execute(update(CALLBACK).where(CALLBACK.c.id == orphan.id, CALLBACK.c.message_id.is_(None))
                            .values(message_id=applied.message_id, problem=problem))
+        matched += 1
     db.session.commit()
-    return len(matches)
+    return matched
 
 
 REVIEW_PAGE_SIZE = 50
