@@ -267,6 +267,7 @@ def _pipeline(context: _Context, token: str, ids: list[int], pool: ThreadPoolExe
             done, _ = wait(flying, return_when=FIRST_COMPLETED)
             finished.extend((flying.pop(future), future.result()) for future in done)
             if len(finished) >= refill_at or not flying or stop is not None:
+                finished.sort(key=lambda item: item[0].id)  # rows locked in id order, as every writer does
                 outcome = _record(context, token, [row for row, _ in finished],
                                   [result for _, result in finished], totals)
                 finished = []
@@ -517,8 +518,11 @@ def recover(now: datetime | None = None) -> Recovery:
     now = now or utcnow()
     in_flight_limit = now - timedelta(seconds=config["SEND_IN_FLIGHT_SECONDS"])
     claim_limit = now - timedelta(seconds=config["SEND_JOB_TIMEOUT"] + 60)
+    stale = select(Message.id).where(Message.status == MessageStatus.SENDING, Message.sent_at < in_flight_limit)
+    if db.session.get_bind().dialect.name == "postgresql":  # lock in id order, as the engine does: no deadlock
+        stale = stale.order_by(Message.id).with_for_update()
     unknown = db.session.execute(
-        update(Message).where(Message.status == MessageStatus.SENDING, Message.sent_at < in_flight_limit)
+        update(Message).where(Message.id.in_(stale.scalar_subquery()), Message.status == MessageStatus.SENDING)
         .values(status=MessageStatus.UNKNOWN, claim_token=None,
                 error="The worker stopped while this message was being posted; it may have been sent.")
     ).rowcount
