@@ -9,8 +9,8 @@ generator of 2 processes x 4 threads: 8 keep-alive connections posting at once.
      first, a tenth repeated later, some matched by reference and some by uniqueid alone, a few whose
      final report bills 2 parts where the send reply said 1;
   2. no-op: the same requests (same bodies, same connections) to a Flask view that does nothing, added
-     to the app by this script's own factory wrapper (bench_app), half just before the callbacks and
-     half just after, so a machine whose load drifts is fair to both.
+     to the app by this script's own factory wrapper (bench_app), in turn with the callbacks (no-op,
+     callbacks, no-op, ... in ROUNDS rounds), so a shared machine whose load drifts weighs on both alike.
 Goal: callbacks/s >= 0.5 of no-op/s, with nothing lost: stored callback rows == callbacks posted, every
 answer 200, every message at the status and billed cost its callbacks imply, every disagreeing report
 flagged.
@@ -50,6 +50,7 @@ PROCESSES, THREADS = 2, 4  # 8 connections posting at once
 WEB_WORKERS, WEB_THREADS = 2, 8
 FULL = {"messages": 25_000}
 QUICK = {"messages": 4_000}
+ROUNDS = 3  # the callbacks in three parts, each between two parts of the no-op requests
 WARM_MESSAGES = 100  # posted before timing starts: token caches, connection pools, gunicorn threads
 NOOP_PATH = "/_bench/noop"
 REPLY_COST, REPLY_PARTS = Decimal("0.015"), 1
@@ -283,6 +284,24 @@ class CpuWatch:
                 "machine_busy": (sum(fields) - idle) / self.tick}
 
 
+def _part(slices: list[list[tuple]], number: int, parts: int) -> list[list[tuple]]:
+    """The number-th of `parts` consecutive pieces of every connection's requests (order kept)."""
+    return [requests[len(requests) * number // parts: len(requests) * (number + 1) // parts] for requests in slices]
+
+
+def _combined(rounds: list[dict]) -> dict:
+    """Several runs as one: requests over seconds, the worst percentiles, CPU per request weighted by count."""
+    requests, seconds = sum(r["requests"] for r in rounds), sum(r["seconds"] for r in rounds)
+    statuses: Counter = Counter()
+    for r in rounds:
+        statuses.update(r["statuses"])
+    cpu = {name: round(sum(r["cpu_us_per_request"][name] * r["requests"] for r in rounds) / requests)
+           for name in rounds[0]["cpu_us_per_request"]}
+    return {"requests": requests, "seconds": round(seconds, 3), "per_second": round(requests / seconds, 1),
+            "statuses": dict(statuses), "p50_ms": max(r["p50_ms"] for r in rounds),
+            "p99_ms": max(r["p99_ms"] for r in rounds), "cpu_us_per_request": cpu}
+
+
 # --- gunicorn ---------------------------------------------------------------------------------------
 
 
@@ -391,15 +410,15 @@ def main() -> int:
         print(f"warming up: {warm['posted']} callbacks and as many no-op requests", flush=True)
         run_load(port, warm["slices"])
         run_load(port, warm["slices"], NOOP_PATH)
-        half = [requests[: len(requests) // 2] for requests in planned["slices"]]
-        rest = [requests[len(requests) // 2:] for requests in planned["slices"]]
-        print(f"no-op, first half ({sum(map(len, half)):,} requests, {PROCESSES * THREADS} connections)", flush=True)
         watch = CpuWatch(web.pid, database_url.rsplit("/", 1)[1])
-        noop_before = run_load(port, half, NOOP_PATH, watch)
-        print(f"callbacks ({planned['posted']:,})", flush=True)
-        callbacks = run_load(port, planned["slices"], watch=watch)
-        print(f"no-op, second half ({sum(map(len, rest)):,} requests)", flush=True)
-        noop_after = run_load(port, rest, NOOP_PATH, watch)
+        print(f"{ROUNDS} rounds of no-op and callbacks in turn, then no-op again "
+              f"({planned['posted']:,} of each, {PROCESSES * THREADS} connections)", flush=True)
+        callback_rounds, noop_rounds = [], []
+        for number in range(ROUNDS):  # a machine whose load drifts weighs on both alike
+            noop_rounds.append(run_load(port, _part(planned["slices"], number, ROUNDS + 1), NOOP_PATH, watch))
+            callback_rounds.append(run_load(port, _part(planned["slices"], number, ROUNDS), watch=watch))
+        noop_rounds.append(run_load(port, _part(planned["slices"], ROUNDS, ROUNDS + 1), NOOP_PATH, watch))
+        callbacks, noop = _combined(callback_rounds), _combined(noop_rounds)
         stop(web)
         web = None
         stored = verify(app, data["team_id"], planned, warm["posted"])
@@ -411,9 +430,7 @@ def main() -> int:
         drop()
         shutil.rmtree(instance, ignore_errors=True)
 
-    noop_requests = noop_before["requests"] + noop_after["requests"]
-    noop_seconds = noop_before["seconds"] + noop_after["seconds"]
-    noop_rate = round(noop_requests / noop_seconds, 1)
+    noop_requests, noop_rate = noop["requests"], noop["per_second"]
     ratio = callbacks["per_second"] / noop_rate
     not_ok = sum(n for code, n in callbacks["statuses"].items() if code != 200)
     lost = stored["posted"] - stored["stored"]
@@ -436,8 +453,8 @@ def main() -> int:
     rows = [
         (f"callbacks ({callbacks['requests']:,})", f"{callbacks['per_second']:,.0f}/s",
          f"p50 {callbacks['p50_ms']} ms, p99 {callbacks['p99_ms']} ms", None),
-        (f"no-op Flask endpoint ({noop_requests:,}, half before, half after)", f"{noop_rate:,.0f}/s",
-         f"p50 {noop_before['p50_ms']} ms, p99 {noop_before['p99_ms']} ms", None),
+        (f"no-op Flask endpoint ({noop_requests:,}, in turn with them)", f"{noop_rate:,.0f}/s",
+         f"p50 {noop['p50_ms']} ms, p99 {noop['p99_ms']} ms", None),
         ("callbacks / no-op", f"{ratio:.2f}", "", checks["callbacks_over_noop"]),
         ("callback rows stored / posted", f"{stored['stored']:,} / {stored['posted']:,}", "", checks["lost_callbacks"]),
         ("answers other than 200", f"{not_ok}", "", checks["answers_not_200"]),
@@ -452,7 +469,7 @@ def main() -> int:
         print(f"{name:<56}{value:>16}  {limit:<8}{result}")
     print(f"message statuses: {stored['statuses']}")
     print(f"CPU per request (us): callbacks {callbacks['cpu_us_per_request']}, "
-          f"no-op {noop_before['cpu_us_per_request']}")
+          f"no-op {noop['cpu_us_per_request']}")
     if stored["wrong_examples"]:
         print(f"e.g. not as expected: {stored['wrong_examples']}")
     print(f"\noverall: {'pass' if passed else 'FAIL'} in {seconds:.0f} s; load {os.getloadavg()[0]:.2f} after")
@@ -460,8 +477,8 @@ def main() -> int:
     options.output.write_text(json.dumps({
         "benchmark": "callback_ingest", "mode": mode, "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(seconds, 1), "checks": checks, "pass": passed,
-        "figures": {"callbacks": callbacks, "noop_before": noop_before, "noop_after": noop_after,
-                    "noop_per_second": noop_rate, "ratio": round(ratio, 3), "stored": stored,
+        "figures": {"callbacks": callbacks, "noop": noop, "rounds": {"callbacks": callback_rounds,
+                    "noop": noop_rounds}, "ratio": round(ratio, 3), "stored": stored,
                     "messages": sizes["messages"], "connections": PROCESSES * THREADS,
                     "gunicorn": f"{WEB_WORKERS} workers x {WEB_THREADS} threads (gthread)"},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
