@@ -4,6 +4,7 @@ The sandbox's log of accepted sends is the witness: each recipient's reference m
 Batches are driven directly (the job bodies), so each test controls the interleaving it proves.
 """
 
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -139,23 +140,28 @@ def test_cancel_racing_a_launch_sends_nothing(app, sandbox):
     assert sum(_accepted_references(sandbox).values()) == 0
 
 
-def test_pause_mid_batch_stops_before_the_next_group_and_resume_keeps_the_place(app, sandbox):
-    """A pause committed while a batch runs stops it after the current group; resume sends only the rest."""
+def test_pause_mid_batch_stops_before_the_next_refill_and_resume_keeps_the_place(app, sandbox):
+    """A pause committed while a batch's POSTs are on the wire: they finish and are recorded, nothing more
+    is posted (the next refill sees the pause); resume sends only the rest."""
     _, user_id, campaign_id = _team_on_sandbox(app, sandbox, contacts=40)
     with app.app_context():
         app.config["SEND_CONCURRENCY"] = 4
         campaign_states.launch(campaign_id, user_id)
         recipients.freeze(campaign_id)
         real = MultitelClient(app.config["MULTITEL_API_URL"], Credentials("sandbox", "sandbox"))
-        posted = []
+        posted, lock, paused = [], threading.Lock(), threading.Event()
 
         class PausingClient:
-            """Pauses the campaign (as another request would) once the first group has been posted."""
+            """Pauses the campaign (as another request would) while the first 4 POSTs are on the wire."""
 
             def send(self, **message):
-                posted.append(message["reference"])
-                if len(posted) == 4:
+                with lock:
+                    posted.append(message["reference"])
+                    fourth = len(posted) == 4
+                if fourth:
                     _elsewhere(app, lambda: campaign_states.pause(campaign_id, user_id))
+                    paused.set()
+                paused.wait(60)
                 return real.send(**message)
 
         report = sending.send_batch(campaign_id, client=PausingClient(),
