@@ -11,10 +11,12 @@ import os
 import secrets
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from webapp import create_app
@@ -264,3 +266,19 @@ def worker(app, app_config):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def statements_run(app) -> Iterator[list[str]]:
+    """Every SQL statement the app runs inside the block, whitespace squeezed: what a page really reads."""
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            yield statements
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)

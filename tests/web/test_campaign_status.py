@@ -3,8 +3,9 @@
 import re
 from datetime import timedelta
 
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
+from tests.conftest import statements_run
 from tests.factories import PASSWORD, make_launched_campaign, make_team, make_user
 from webapp.extensions import db
 from webapp.models import Campaign, Message, MessageStatus, utcnow
@@ -36,17 +37,8 @@ def test_the_status_fragment_never_counts_the_messages(app, client):
     _move(app, campaign_id, 0, 10, status=MessageStatus.ACCEPTED, sent_at=two_hours_ago)
     _move(app, campaign_id, 10, 12, status=MessageStatus.UNKNOWN, sent_at=two_hours_ago)
     _move(app, campaign_id, 12, 14, held=True, not_before=utcnow() + timedelta(hours=3))
-    statements = []
-
-    def seen(conn, cursor, statement, parameters, context, executemany):
-        statements.append(" ".join(statement.split()))
-
-    with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", seen)
-        try:
-            response = client.get(f"/campaigns/{campaign_id}/status")
-        finally:
-            event.remove(db.engine, "before_cursor_execute", seen)
+    with statements_run(app) as statements:
+        response = client.get(f"/campaigns/{campaign_id}/status")
     page = response.get_data(as_text=True)
     assert response.status_code == 200, page
     assert '<dd id="count-accepted">10</dd>' in page and '<dd id="count-held">2</dd>' in page

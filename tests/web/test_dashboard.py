@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, select, text, update
+from sqlalchemy import select, text, update
 
-from tests.conftest import screenshot
+from tests.conftest import screenshot, statements_run
 from tests.factories import PASSWORD, make_campaign, make_list, make_message, make_sender, make_team, make_user
 from webapp.extensions import db
 from webapp.models import Campaign, CampaignStatus, Message, MessageKind, MessageStatus, Role, Team, utcnow
@@ -283,17 +283,8 @@ def test_the_dashboard_never_reads_the_message_table(app, client):
         tallies.fold()
         _mixed(_campaign(team, CampaignStatus.SENDING, sender=sender))  # unfolded deltas too
         _sign_in(client, team)
-    statements = []
-
-    def seen(conn, cursor, statement, parameters, context, executemany):
-        statements.append(" ".join(statement.split()))
-
-    with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", seen)
-        try:
-            pages = [client.get(url) for url in ("/", "/running")]
-        finally:
-            event.remove(db.engine, "before_cursor_execute", seen)
+    with statements_run(app) as statements:
+        pages = [client.get(url) for url in ("/", "/running")]
     assert all(page.status_code == 200 for page in pages)
     assert "campaign_tally" in " ".join(statements) and "campaign_minute" in " ".join(statements)
     assert not [s for s in statements if re.search(r"\bmessage\b", s)]

@@ -54,13 +54,12 @@ class CampaignLine:
 
     @property
     def done(self) -> int:
-        """Dealt with: sent, failed, skipped; everything not queued, held or being posted."""
-        return self.total - self.figures.waiting
+        return self.figures.done
 
     @property
     def percent(self) -> int | None:
-        """Dealt with, of all its messages; None while it has none (scheduled, or its audience not frozen yet)."""
-        return int(self.done * 100 / self.total) if self.total else None
+        """None while it has no messages (scheduled, or its audience not frozen yet)."""
+        return self.figures.percent_done
 
     @property
     def sent(self) -> int:

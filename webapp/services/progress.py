@@ -33,18 +33,6 @@ class Progress:
     timeline: list[tuple] = field(default_factory=list)
 
     @property
-    def total(self) -> int:
-        return self.figures.messages
-
-    @property
-    def done(self) -> int:
-        return self.total - self.figures.waiting
-
-    @property
-    def percent(self) -> int:
-        return int(self.done * 100 / self.total) if self.total else 0
-
-    @property
     def delivered(self) -> int:
         return self.figures.count("delivered")
 

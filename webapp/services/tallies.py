@@ -51,6 +51,16 @@ class Figures:
         return self.count("created", "held", "sending")
 
     @property
+    def done(self) -> int:
+        """Dealt with: sent, failed or skipped; everything not queued, held or being posted."""
+        return self.messages - self.waiting
+
+    @property
+    def percent_done(self) -> int | None:
+        """Dealt with, of all its messages (rounded down); None while it has none."""
+        return self.done * 100 // self.messages if self.messages else None
+
+    @property
     def sent(self) -> int:
         """Posted and not known to have failed to leave: every bucket the provider took or may have taken."""
         return self.count("accepted", "delivered", "undelivered", "unknown")

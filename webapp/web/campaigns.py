@@ -423,7 +423,7 @@ def _status_context(campaign: Campaign) -> dict:
         .order_by(AuditEntry.id.desc()).limit(AUDIT_SHOWN)).all()
     return {
         "shown": shown, "figures": figures, "counts": {bucket: figures.count(bucket) for bucket in BUCKETS},
-        "total": shown.total, "done": shown.done, "percent": shown.percent,
+        "total": figures.messages, "done": figures.done, "percent": figures.percent_done or 0,
         "billed": figures.billed, "spend": figures.spend, "estimated": figures.estimated,
         "held": figures.count("held"), "held_until": shown.held_until,
         "sent_twice": int(figures.total("sent_twice")), "mismatched": int(figures.total("mismatched")),
