@@ -29,8 +29,6 @@ import queue
 import random
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +41,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.processes import free_port, stop_group  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "callback_ingest.json"
 RATIO_LIMIT = 0.5
@@ -326,23 +325,6 @@ def start_web(env: dict, port: int, log: Path) -> subprocess.Popen:
     raise TimeoutError("gunicorn did not answer /healthz within 60 s")
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 # --- what was stored --------------------------------------------------------------------------------
 
 
@@ -393,7 +375,7 @@ def main() -> int:
     database_url, drop = _fresh_postgres_database(options.server)
     instance = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
     secret = secrets.token_urlsafe(48)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=options.redis, SECRET_KEY=secret,
                INSTANCE_PATH=str(instance), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", APP_ENV="development",
                CALLBACK_PRUNE_EVERY=str(10**9))
@@ -419,12 +401,12 @@ def main() -> int:
             callback_rounds.append(run_load(port, _part(planned["slices"], number, ROUNDS), watch=watch))
         noop_rounds.append(run_load(port, _part(planned["slices"], ROUNDS, ROUNDS + 1), NOOP_PATH, watch))
         callbacks, noop = _combined(callback_rounds), _combined(noop_rounds)
-        stop(web)
+        stop_group(web)
         web = None
         stored = verify(app, data["team_id"], planned, warm["posted"])
     finally:
         if web is not None:
-            stop(web)
+            stop_group(web)
         with app.app_context():
             db.engine.dispose()
         drop()

@@ -30,8 +30,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +41,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.processes import answers, free_port, stop_group, wait_until  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "send_campaign.json"
 RATIO_LIMIT = 0.8
@@ -170,7 +171,7 @@ class Processes:
 
     def stop_workers(self) -> None:
         for process in self.workers:
-            _stop(process)
+            stop_group(process)
         self.workers = []
 
     def start_web(self, port: int) -> str:
@@ -180,47 +181,13 @@ class Processes:
         self.web = subprocess.Popen(command, env=self.env, start_new_session=True, stdout=log,
                                     stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
-        _wait(lambda: _answers(f"{url}/healthz"), 60, "the app under gunicorn")
+        wait_until(lambda: answers(f"{url}/healthz"), 60, "the app under gunicorn")
         return url
 
     def stop(self) -> None:
         self.stop_workers()
         if self.web is not None:
-            _stop(self.web)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait(condition, seconds: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {seconds:.0f} s waiting for {what}")
+            stop_group(self.web)
 
 
 # --- data and campaigns -----------------------------------------------------------------------------
@@ -311,7 +278,7 @@ def run_campaign(sandbox: Sandbox, campaign_id: int, deadline: float, settle: fl
             print(f"    ... {posted:,} posted after {last_print - began:.0f} s", flush=True)
         return status is CampaignStatus.COMPLETED
 
-    _wait(done, deadline, f"campaign {campaign_id} to complete", interval=0.5)
+    wait_until(done, deadline, f"campaign {campaign_id} to complete", interval=0.5)
     rows = dict(db.session.execute(select(Message.reference, Message.status)
                                    .where(Message.campaign_id == campaign_id)).all())
     settled = None
@@ -323,7 +290,7 @@ def run_campaign(sandbox: Sandbox, campaign_id: int, deadline: float, settle: fl
             return db.session.scalar(select(func.count()).where(Message.campaign_id == campaign_id,
                                                                 Message.status.in_(final)))
         with contextlib.suppress(TimeoutError):
-            _wait(lambda: count_final() == len(rows), settle, "callbacks", interval=1)
+            wait_until(lambda: count_final() == len(rows), settle, "callbacks", interval=1)
         settled = count_final()
     sends = sandbox.sends()
     witnessed = Counter(send["reference"] for send in sends)
@@ -377,7 +344,7 @@ def rq_job_cost(count: int) -> dict:
             return fetched
         return None
 
-    fetched = _wait(finished, 300, "the no-op jobs", interval=0.2)
+    fetched = wait_until(finished, 300, "the no-op jobs", interval=0.2)
     failed = sum(job.get_status() == JobStatus.FAILED for job in fetched)
     starts = [job.started_at.timestamp() for job in fetched]
     ends = [job.ended_at.timestamp() for job in fetched]
@@ -416,7 +383,7 @@ def main() -> int:
     instance = Path(tempfile.mkdtemp(prefix="bench-send-"))
     sandbox = Sandbox()
     secret = secrets.token_urlsafe(48)
-    web_port = _free_port()
+    web_port = free_port()
     public_url = f"http://127.0.0.1:{web_port}"
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=options.redis, SECRET_KEY=secret,
                INSTANCE_PATH=str(instance), UPLOAD_FOLDER=str(instance / "uploads"), MULTITEL_API_URL=sandbox.url,

@@ -38,8 +38,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +52,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.processes import answers, free_port, stop_group, wait_until  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "status_fragment.json"
 P95_LIMIT_MS = 50.0
@@ -259,23 +258,17 @@ class Web:
     """The app under gunicorn as `campaigns serve` runs it (gthread, access log), 2 workers x 8 threads."""
 
     def __init__(self, env: dict, log: Path):
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         command = [str(Path(sys.executable).with_name("gunicorn")), "--bind", f"127.0.0.1:{port}", "--workers", "2",
                    "--worker-class", "gthread", "--threads", "8", "--access-logfile", "-", "webapp:create_app()"]
         self.log = log.open("a")
         self.process = subprocess.Popen(command, env=env | {"PUBLIC_BASE_URL": self.url}, start_new_session=True,
                                         stdout=self.log, stderr=subprocess.STDOUT)
-        _wait(lambda: _answers(f"{self.url}/healthz"), 60, "the app under gunicorn")
+        wait_until(lambda: answers(f"{self.url}/healthz"), 60, "the app under gunicorn")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
         self.log.close()
 
 
@@ -293,29 +286,6 @@ def sign_in(url: str, email: str) -> requests.Session:
     if answer.status_code != 302:
         raise RuntimeError(f"signing in answered {answer.status_code}, not a redirect")
     return session
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def _wait(condition, seconds: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
 # --- the load: callbacks and folds ------------------------------------------------------------------
