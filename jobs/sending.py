@@ -52,7 +52,7 @@ def start_campaign(campaign_id: int) -> bool:
 def send_batch(campaign_id: int) -> dict:
     """Send one batch; queue the next (at the end of the queue, so campaigns take turns) or complete."""
     report = sending.send_batch(campaign_id)
-    if report.stopped in (None, "rate limit"):
+    if report.stopped in (None, "rate limit", sending.CAP_SET):
         campaign_states.enqueue_next(campaign_id, report.next_in)
     elif report.stopped == "nothing due":
         due, later, in_flight = sending.next_due(campaign_id, utcnow())

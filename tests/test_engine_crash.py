@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from tests.factories import make_campaign, make_contact, make_list, make_sender, make_team, make_user
 from webapp.encryption import encrypt
 from webapp.extensions import db
-from webapp.models import Campaign, CampaignStatus, Message, MessageStatus
+from webapp.models import Campaign, CampaignStatus, Message, MessageStatus, utcnow
 from webapp.provider.sandbox import SandboxConfig, SandboxServer
 from webapp.services import campaign_states, sending
 
@@ -111,7 +111,7 @@ def test_killed_workers_never_send_twice_and_resend_completes_exactly_once(app, 
                           interval=0.005)
                 workers.kill()
                 # What the periodic sweep does once its time limits have passed: in flight -> unknown.
-                later = sending.now_utc() + timedelta(hours=1)
+                later = utcnow() + timedelta(hours=1)
                 made_unknown += sending.recover(later).unknown
                 workers.start()
                 campaign_states.enqueue_batches(campaign_id)

@@ -22,7 +22,7 @@ from webapp.services.callbacks import (
     rematch_orphans,
     store_status_callback,
 )
-from webapp.services.sending import _accepted_update
+from webapp.services.sending import record_accepted
 
 FORM = "application/x-www-form-urlencoded"
 STYLES = ("form", "json", "data", "envelope", "query", "multipart")
@@ -142,8 +142,8 @@ def test_an_orphan_is_kept_and_matched_once_its_message_has_the_uniqueid(app, te
     assert early.message_id is None and early.problem is None
     assert _message(row.id).status is MessageStatus.SENDING
 
-    db.session.execute(_accepted_update("claim-1"), [{"b_id": row.id, "b_unique_id": "u-early", "b_pid": "p",
-                                                      "b_parts": 1, "b_cost": Decimal("0.015")}])
+    record_accepted("claim-1", [{"id": row.id, "unique_id": "u-early", "pid": "p", "parts": 1,
+                                   "cost": Decimal("0.015")}])
     db.session.commit()
     message = _message(row.id)
     assert (message.status, message.billed_parts, message.billed_cost) == (MessageStatus.ACCEPTED, 1, Decimal("0.015"))
@@ -173,8 +173,8 @@ def test_the_reply_then_a_callback_that_disagrees_is_flagged_and_billed(app, tea
     """Reply: 1 part, 0.015. Callback: 2 parts, 0.030. Both kept, the callback billed, its row flagged;
     a callback that agrees with the reply is not flagged."""
     row = make_message(team, status=MessageStatus.SENDING, claim_token="claim-2")
-    db.session.execute(_accepted_update("claim-2"), [{"b_id": row.id, "b_unique_id": "u-r", "b_pid": "p",
-                                                      "b_parts": 1, "b_cost": Decimal("0.015")}])
+    record_accepted("claim-2", [{"id": row.id, "unique_id": "u-r", "pid": "p", "parts": 1,
+                                   "cost": Decimal("0.015")}])
     db.session.commit()
     agrees = _store(team.id, "json", uniqueid="u-r", status="sent", cost="0.015", parts="1")
     disagrees = _store(team.id, "json", uniqueid="u-r", status="DELIVRD", cost="0.030", parts="2")
@@ -188,8 +188,8 @@ def test_a_callback_before_the_reply_stays_billed(app, team):
     """The report's figures arrive first; the reply recorded afterwards keeps its own beside them."""
     row = make_message(team, status=MessageStatus.SENDING, claim_token="claim-3")
     _store(team.id, "form", reference=row.reference, uniqueid="u-f", status="sent", cost="0.03", parts="2")
-    db.session.execute(_accepted_update("claim-3"), [{"b_id": row.id, "b_unique_id": "u-f", "b_pid": "p",
-                                                      "b_parts": 1, "b_cost": Decimal("0.015")}])
+    record_accepted("claim-3", [{"id": row.id, "unique_id": "u-f", "pid": "p", "parts": 1,
+                                   "cost": Decimal("0.015")}])
     db.session.commit()
     message = _message(row.id)
     assert (message.status, message.billed_parts, message.billed_cost) == (MessageStatus.ACCEPTED, 2, Decimal("0.03"))

@@ -25,7 +25,17 @@ from tests.factories import (
 )
 from webapp.encryption import encrypt
 from webapp.extensions import db
-from webapp.models import AuditEntry, Campaign, CampaignStatus, ContactList, Message, MessageKind, MessageStatus, Team
+from webapp.models import (
+    AuditEntry,
+    Campaign,
+    CampaignStatus,
+    ContactList,
+    Message,
+    MessageKind,
+    MessageStatus,
+    Team,
+    utcnow,
+)
 from webapp.provider.multitel import Credentials, MultitelClient
 from webapp.services import campaign_states, recipients, sending
 from webapp.services.ratelimit import RateLimiter
@@ -59,7 +69,7 @@ def _run_until_done(app, campaign_id: int, rounds: int = 200, client=None) -> No
         for _ in range(rounds):
             report = sending.send_batch(campaign_id, client=client)
             if report.stopped == "nothing due":
-                due, later, in_flight = sending.next_due(campaign_id, sending.now_utc())
+                due, later, in_flight = sending.next_due(campaign_id, utcnow())
                 if later is None and not due:
                     break
                 db.session.execute(update(Message).where(Message.campaign_id == campaign_id)
@@ -254,7 +264,7 @@ def test_a_dead_worker_leaves_in_flight_rows_unknown_and_claims_released(app, sa
         recipients.freeze(campaign_id)
         ids = db.session.scalars(select(Message.id).where(Message.campaign_id == campaign_id)
                                  .order_by(Message.id)).all()
-        long_ago = sending.now_utc() - timedelta(hours=1)
+        long_ago = utcnow() - timedelta(hours=1)
         db.session.execute(update(Message).where(Message.id == ids[0]).values(
             status=MessageStatus.SENDING, sent_at=long_ago, claim_token="dead", claimed_at=long_ago))
         db.session.execute(update(Message).where(Message.id == ids[1]).values(
@@ -277,7 +287,7 @@ def test_a_scheduled_campaign_starts_when_its_time_comes_even_if_redis_lost_the_
         assert db.session.get(Campaign, campaign_id).status is CampaignStatus.DRAFT
         campaign_states.launch(campaign_id, user_id, at)
         assert sending.recover().started == []
-        later = sending.now_utc() + timedelta(hours=2)
+        later = utcnow() + timedelta(hours=2)
         assert sending.recover(later).started == [campaign_id]
         assert db.session.get(Campaign, campaign_id).status is CampaignStatus.SENDING
 
@@ -309,9 +319,9 @@ def test_the_frequency_cap_holds_out_recipients_messaged_recently(app, sandbox):
         team.frequency_cap_hours = 24
         db.session.commit()
         make_message(team, phone="+14155550001", kind=MessageKind.CAMPAIGN, status=MessageStatus.DELIVERED,
-                     sent_at=sending.now_utc() - timedelta(hours=1))
+                     sent_at=utcnow() - timedelta(hours=1))
         make_message(team, phone="+14155550002", kind=MessageKind.CAMPAIGN, status=MessageStatus.DELIVERED,
-                     sent_at=sending.now_utc() - timedelta(hours=30))
+                     sent_at=utcnow() - timedelta(hours=30))
         campaign_states.launch(campaign_id, user_id)
         recipients.freeze(campaign_id)
         campaign = db.session.get(Campaign, campaign_id)
@@ -370,7 +380,7 @@ def test_a_year_long_retry_after_is_capped_by_the_backoff(app, sandbox):
         report = sending.send_batch(campaign_id)
         assert report.posted == 2
         latest = db.session.scalar(select(func.max(Message.not_before)).where(Message.campaign_id == campaign_id))
-        assert latest <= sending.now_utc() + timedelta(seconds=app.config["SEND_BACKOFF_CAP_SECONDS"] + 5)
+        assert latest <= utcnow() + timedelta(seconds=app.config["SEND_BACKOFF_CAP_SECONDS"] + 5)
         assert _statuses(campaign_id) == {MessageStatus.CREATED: 2}
 
 
@@ -387,7 +397,7 @@ def test_a_reply_that_arrives_after_the_sweep_called_it_unknown_is_still_taken(a
             """Stands for a reply that arrives after the sweep has given up on it."""
 
             def send(self, **message):
-                _elsewhere(app, lambda: sending.recover(sending.now_utc() + timedelta(hours=1)))
+                _elsewhere(app, lambda: sending.recover(utcnow() + timedelta(hours=1)))
                 return SendResult(Outcome.ACCEPTED, "queued", unique_id="late-u", parts=1, cost=Decimal("0.015"))
 
         sending.send_batch(campaign_id, client=SlowClient())
@@ -403,7 +413,7 @@ def test_a_claim_takes_exactly_its_limit_whatever_the_plan(app, sandbox):
         campaign_states.launch(campaign_id, None)
         recipients.freeze(campaign_id)
         for limit in (1, 2, 7):
-            claimed = sending.claim(campaign_id, f"token-{limit}", limit, sending.now_utc())
+            claimed = sending.claim(campaign_id, f"token-{limit}", limit, utcnow())
             assert len(claimed) == limit
         assert db.session.scalar(select(func.count()).select_from(Message).where(
             Message.campaign_id == campaign_id, Message.claim_token.is_not(None))) == 10

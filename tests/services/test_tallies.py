@@ -37,7 +37,7 @@ def _ids(campaign_id: int, *statuses: MessageStatus) -> list[int]:
 def _engine_step(rng: random.Random, campaign_id: int) -> None:
     """One of the engine's writes, with the statements the engine itself runs."""
     token = f"{rng.getrandbits(64):016x}"
-    claimed = sending.claim(campaign_id, token, rng.randint(1, 12), utcnow())
+    claimed = [row.id for row in sending.claim(campaign_id, token, rng.randint(1, 12), utcnow())]
     if not claimed:
         return
     choice = rng.random()
@@ -57,8 +57,8 @@ def _engine_step(rng: random.Random, campaign_id: int) -> None:
         outcome = rng.random()
         if outcome < 0.6:
             cost = rng.choice([None, Decimal("0.0075"), Decimal("0.0150")])
-            accepted.append({"b_id": message_id, "b_unique_id": f"u{message_id}", "b_pid": None,
-                             "b_parts": 1 if cost else None, "b_cost": cost})
+            accepted.append({"id": message_id, "unique_id": f"u{message_id}", "pid": None,
+                             "parts": 1 if cost else None, "cost": cost})
             continue
         values = ({"status": MessageStatus.FAILED, "error": rng.choice(["Refused (HTTP 400)", "Not sent"])}
                   if outcome < 0.75 else {"status": MessageStatus.UNKNOWN, "error": "No answer"}
@@ -66,7 +66,7 @@ def _engine_step(rng: random.Random, campaign_id: int) -> None:
         db.session.execute(update(Message).where(Message.id == message_id, Message.claim_token == token)
                            .values(claim_token=None, **values))
     if accepted:
-        db.session.execute(sending._accepted_update(token), accepted)
+        sending.record_accepted(token, accepted)
     db.session.commit()
 
 

@@ -7,18 +7,19 @@ is a guarded UPDATE, so a crash at any point leaves every row in a state that sa
 1. claim: a batch takes up to `batch_size` CREATED rows by writing its random claim token on them
    (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serialises writers). A claim that is never marked in
    flight is safe to release: nothing was posted.
-2. per group of rows filling the free POST slots (at most `concurrency` on the wire): the campaign must
-   still be sending (pause and cancel take effect here, within one refill), opted-out numbers are
-   dropped (a STOP that arrived after launch), rows outside the recipient's quiet hours are held until
-   their window opens, the shared rate limit and the budget cap are consulted.
-3. mark in flight: CREATED -> SENDING for exactly the rows about to be posted, checked against the
-   claim token and the campaign's state, committed *before* the POSTs. After a crash, only SENDING
-   rows may have reached the provider, and the sweeper makes them UNKNOWN, never CREATED. This is the
-   one commit that waits for PostgreSQL's disk flush; the others need not (_relax_commit says why).
+2. per group of rows filling the free POST slots (at most `concurrency` on the wire): rows outside the
+   recipient's quiet hours are held until their window opens, the shared rate limit and the budget
+   cap are consulted.
+3. mark in flight: CREATED -> SENDING for exactly the rows about to be posted, in one statement
+   checked against the claim token, the campaign's state (pause and cancel take effect here, within
+   one refill) and the opt-out list (a STOP that arrived after launch stops that recipient), and
+   committed *before* the POSTs. After a crash, only SENDING rows may have reached the provider, and
+   the sweeper makes them UNKNOWN, never CREATED. This is the one commit that waits for PostgreSQL's
+   disk flush; the others need not (_relax_commit says why).
 4. POST concurrently (a pool of `concurrency` threads, one kept-alive session per thread), refilling
-   slots as POSTs finish rather than waiting for a whole group (_pipeline), and record each outcome
-   with the claim token in the WHERE clause, so a slow worker whose claim was taken over can never
-   overwrite the worker that replaced it.
+   slots as POSTs finish rather than waiting for a whole group (_pipeline), and record the outcomes
+   of a round of replies (one statement for the accepted ones) with the claim token in the WHERE
+   clause, so a slow worker whose claim was taken over can never overwrite the worker that replaced it.
 
 Outcomes (webapp.provider.multitel): ACCEPTED keeps uniqueid, parts and cost; NOT_SENT goes back to
 CREATED with exponential backoff and jitter (Retry-After honoured) until `max_attempts`, then FAILED;
@@ -40,7 +41,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, case, exists, func, or_, select, text, update
+from sqlalchemy import Integer, and_, bindparam, case, column, exists, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from webapp.extensions import db
 from webapp.models import (
@@ -66,6 +68,9 @@ logger = logging.getLogger(__name__)
 
 AFTER_ACCEPTED = (MessageStatus.SENDING, MessageStatus.ACCEPTED, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
 LONG_WAIT = 1.0  # seconds: a wait longer than this re-queues the batch instead of sleeping in it
+RECORD_SECONDS = 0.5  # a reply waits at most about this long to be recorded with the next round
+HEARTBEAT_SECONDS = 5.0  # how often a batch tells the sweep it is alive (SEND_STALL_SECONDS is far longer)
+CAP_SET = "budget cap set"  # a batch that reserved its whole claim ends; the next reserves group by group
 
 
 @dataclass(frozen=True)
@@ -96,11 +101,6 @@ def _settings() -> _Settings:
                      config["SEND_BACKOFF_SECONDS"], config["SEND_BACKOFF_CAP_SECONDS"])
 
 
-def now_utc() -> datetime:
-    """Naive UTC, as every timestamp column stores it."""
-    return utcnow()
-
-
 def _relax_commit() -> None:
     """Let this transaction commit without waiting for PostgreSQL's WAL flush (fsync): for writes safe to lose.
 
@@ -109,43 +109,81 @@ def _relax_commit() -> None:
     release or a recorded reply lost with a crashed database server leaves rows unclaimed, claimed by a
     dead token (released by the sweep) or in flight (unknown after the sweep, never resent).
     """
-    if db.session.get_bind().dialect.name == "postgresql":
+    if _is_postgresql():
         db.session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
+def _is_postgresql() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+# The hot statements are Core statements on the tables, built once: the ORM's bulk UPDATE path (which
+# synchronises the session's objects) and rebuilding statements per group cost more than the POSTs.
+_message = Message.__table__
+_campaign = Campaign.__table__
+_suppression = Suppression.__table__
+
+
+def _mark_in_flight(uncapped: bool):
+    """CREATED -> SENDING for the given claimed rows, while the campaign is sending (and, for a batch that
+    reserved its whole claim, still has no budget cap), unless the number opted out since launch."""
+    campaign = [_campaign.c.id == bindparam("b_campaign_id"), _campaign.c.status == CampaignStatus.SENDING]
+    if uncapped:
+        campaign.append(_campaign.c.budget_cap.is_(None))
+    return (
+        update(_message)
+        .where(_message.c.id.in_(bindparam("b_ids", expanding=True)), _message.c.claim_token == bindparam("b_token"),
+               _message.c.status == MessageStatus.CREATED, exists().where(*campaign),
+               ~exists().where(_suppression.c.team_id == bindparam("b_team_id"),
+                               _suppression.c.phone == _message.c.phone))
+        .values(status=MessageStatus.SENDING, sent_at=bindparam("b_now"))
+        .returning(_message.c.id)
+    )
+
+
+_MARK_IN_FLIGHT = {uncapped: _mark_in_flight(uncapped) for uncapped in (False, True)}
+_RECORD_OTHER = (
+    update(_message)
+    .where(_message.c.id == bindparam("b_id"), _message.c.claim_token == bindparam("b_token"),
+           _message.c.status == MessageStatus.SENDING)
+)
 
 
 # --- claims ----------------------------------------------------------------------------------------
 
 
-def claim(campaign_id: int, token: str, limit: int, now: datetime) -> list[int]:
-    """Write `token` on up to `limit` due CREATED rows of the campaign; return their ids, oldest first."""
+def claim(campaign_id: int, token: str, limit: int, now: datetime) -> list:
+    """Write `token` on up to `limit` due CREATED rows of the campaign; return them (what a POST needs), by id."""
     due = (
-        select(Message.id)
-        .where(Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN,
-               Message.status == MessageStatus.CREATED,
-               Message.claim_token.is_(None), or_(Message.not_before.is_(None), Message.not_before <= now))
-        .order_by(Message.id)
+        select(_message.c.id)
+        .where(_message.c.campaign_id == campaign_id, _message.c.kind == MessageKind.CAMPAIGN,
+               _message.c.status == MessageStatus.CREATED, _message.c.claim_token.is_(None),
+               or_(_message.c.not_before.is_(None), _message.c.not_before <= now))
+        .order_by(_message.c.id)
         .limit(limit)
     )
-    if db.session.get_bind().dialect.name == "postgresql":
+    if _is_postgresql():
         # Locked and limited once, in a MATERIALIZED CTE: as a plain IN (subquery) the planner may run the
         # SKIP LOCKED subquery again per outer row, each run skipping what the last one locked, and claim
         # far more than `limit` rows.
         due = select(due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED").c.id)
-    ids = db.session.scalars(
-        update(Message).where(Message.id.in_(due.scalar_subquery()), Message.claim_token.is_(None))
+    rows = db.session.execute(
+        update(_message).where(_message.c.id.in_(due.scalar_subquery()), _message.c.claim_token.is_(None))
         # A held row whose window has opened is due like any other: it is no longer waiting for quiet hours.
-        .values(claim_token=token, claimed_at=now, held=False).returning(Message.id)
+        .values(claim_token=token, claimed_at=now, held=False)
+        .returning(_message.c.id, _message.c.phone, _message.c.text, _message.c.reference,
+                   _message.c.estimated_cost, _message.c.attempts)
     ).all()
     _relax_commit()
     db.session.commit()
-    return sorted(ids)
+    return sorted(rows, key=lambda row: row.id)
 
 
 def release(token: str, ids: list[int] | None = None, not_before: datetime | None = None) -> int:
     """Give back claimed rows that were not marked in flight (nothing was posted for them)."""
-    statement = update(Message).where(Message.claim_token == token, Message.status == MessageStatus.CREATED)
+    statement = update(_message).where(_message.c.claim_token == token, _message.c.status == MessageStatus.CREATED)
     if ids is not None:
-        statement = statement.where(Message.id.in_(ids))
+        statement = statement.where(_message.c.id.in_(ids))
     values = {"claim_token": None, "claimed_at": None}
     if not_before is not None:
         values["not_before"] = not_before
@@ -159,7 +197,7 @@ def release(token: str, ids: list[int] | None = None, not_before: datetime | Non
 
 
 def send_batch(campaign_id: int, *, client: MultitelClient | None = None, limiter: RateLimiter | None = None,
-               clock=now_utc) -> BatchReport:
+               clock=utcnow) -> BatchReport:
     """Claim and send one batch of the campaign's due messages; safe to run twice or concurrently."""
     settings = _settings()
     campaign = db.session.get(Campaign, campaign_id)
@@ -188,21 +226,20 @@ def send_batch(campaign_id: int, *, client: MultitelClient | None = None, limite
                        sender=sender, notify_url=notify_url(team), media=media,
                        settings=settings, client=client, limiter=limiter, clock=clock)
     token = secrets.token_hex(16)
-    ids = claim(campaign_id, token, settings.batch_size, clock())
-    if not ids:
+    rows = claim(campaign_id, token, settings.batch_size, clock())
+    if not rows:
         return BatchReport(stopped="nothing due")
-    db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(heartbeat_at=clock()))
-    _relax_commit()
-    db.session.commit()
-    totals = dict(claimed=len(ids), posted=0, accepted=0, held=0, opted_out=0)
+    spend = _Spend(campaign_id, sum(row.estimated_cost for row in rows), clock())
+    totals = dict(claimed=len(rows), posted=0, accepted=0, held=0, opted_out=0)
     stopped, next_in = None, None
     try:
         with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="send") as pool:
-            stopped, next_in = _pipeline(context, token, ids, pool, totals) or (None, None)
+            stopped, next_in = _pipeline(context, token, rows, pool, totals, spend) or (None, None)
     finally:
         # Rows still claimed were never marked in flight: give them back now rather than at the sweep.
         db.session.rollback()
         release(token)
+        spend.close(clock())
     return BatchReport(**totals, stopped=stopped, next_in=next_in)
 
 
@@ -219,6 +256,66 @@ class _Context:
     client: MultitelClient
     limiter: RateLimiter
     clock: object
+
+
+class _Spend:
+    """A batch's part of the campaign's reserved spend, which the budget cap is checked against.
+
+    With a cap, each group reserves its estimated cost just before its in-flight mark
+    (campaign_states.reserve_budget: one guarded UPDATE, so workers together can't pass the cap), and
+    the campaign pauses exactly where the next messages would pass it. Without one, the batch reserves
+    everything it claimed at once and gives back at its end what it did not post, so a cap set later
+    starts from the right figure; if a cap appears meanwhile, the in-flight mark refuses and the batch
+    ends (the next one reserves group by group). A batch killed mid-way leaves its unposted reservation
+    counted: a later cap would pause early, never late. What replies change (a message not sent after
+    all, a billed cost other than the estimate) is written with the heartbeat the sweep watches, every
+    HEARTBEAT_SECONDS, or at once under a cap.
+    """
+
+    def __init__(self, campaign_id: int, claimed_cost: Decimal, now: datetime):
+        self.campaign_id = campaign_id
+        self.whole = bool(db.session.execute(
+            update(_campaign).where(_campaign.c.id == campaign_id, _campaign.c.budget_cap.is_(None))
+            .values(reserved_cost=_campaign.c.reserved_cost + claimed_cost, heartbeat_at=now)
+        ).rowcount)
+        if not self.whole:
+            db.session.execute(update(_campaign).where(_campaign.c.id == campaign_id).values(heartbeat_at=now))
+        _relax_commit()
+        db.session.commit()
+        self.unposted = claimed_cost if self.whole else Decimal(0)  # reserved, not yet marked in flight
+        self.pending = Decimal(0)  # changes to the reserved spend not yet written
+        self.written = time.monotonic()
+
+    def reserve(self, cost: Decimal) -> bool:
+        """Before marking in flight: False when the cap would be passed (the campaign is then paused)."""
+        if self.whole:
+            self.unposted -= cost
+            return True
+        _relax_commit()  # reserve_budget commits; the in-flight mark's commit flushes it
+        return campaign_states.reserve_budget(self.campaign_id, cost)
+
+    def unmarked(self, cost: Decimal) -> None:
+        """Reserved for rows that were not marked in flight after all."""
+        if self.whole:
+            self.unposted += cost
+        else:
+            self.pending -= cost
+
+    def settle(self, change: Decimal, now: datetime, force: bool = False) -> None:
+        """Add what replies changed; write it (in the caller's transaction) when due."""
+        self.pending += change
+        if force or not self.whole or time.monotonic() - self.written >= HEARTBEAT_SECONDS:
+            db.session.execute(update(_campaign).where(_campaign.c.id == self.campaign_id).values(
+                reserved_cost=_campaign.c.reserved_cost + self.pending, heartbeat_at=now))
+            self.pending = Decimal(0)
+            self.written = time.monotonic()
+
+    def close(self, now: datetime) -> None:
+        """The batch is over: give back what it reserved and never posted, and write what is pending."""
+        change, self.unposted = -self.unposted, Decimal(0)
+        self.settle(change, now, force=True)
+        _relax_commit()
+        db.session.commit()
 
 
 def _media(campaign: Campaign) -> bytes | None:
@@ -238,40 +335,53 @@ def team_limiter(team: Team) -> RateLimiter:
     return RateLimiter(redis_connection(), rate, burst)
 
 
-def _pipeline(context: _Context, token: str, ids: list[int], pool: ThreadPoolExecutor,
-              totals: dict) -> tuple[str, float | None] | None:
+def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecutor, totals: dict,
+              spend: _Spend) -> tuple[str, float | None] | None:
     """Keep up to `concurrency` POSTs on the wire: refill free slots and record finished POSTs meanwhile.
 
     The database work (checks, the in-flight mark, recording replies) runs in this thread while the
     pool's threads wait on the provider, so a slow reply holds one slot, not the whole group. A refill
-    waits for a quarter of the slots to be free, so each round trip to the database serves several rows.
-    A stop (pause, cancel, rate limit, budget, an account error) ends refilling; what is on the wire is
-    still recorded, and claimed rows never marked are released by the caller.
+    waits for a quarter of the slots to be free, so each round trip to the database serves several rows,
+    and comes before recording, which waits for a whole round of replies (or RECORD_SECONDS) and is one
+    statement for them all. A stop (pause, cancel, rate limit, budget, an account error) ends refilling;
+    what is on the wire is still recorded, and claimed rows never marked are released by the caller.
     """
     concurrency = context.settings.concurrency
     refill_at = max(1, concurrency // 4)
-    waiting = deque(ids)
+    waiting = deque(rows)
     flying: dict[Future, object] = {}
     finished: list[tuple[object, SendResult]] = []
+    oldest_reply = 0.0
     stop = None
+
+    def record() -> None:
+        nonlocal finished, stop
+        finished.sort(key=lambda item: item[0].id)  # rows locked in id order, as every writer does
+        outcome = _record(context, token, [row for row, _ in finished], [result for _, result in finished],
+                          totals, spend)
+        finished = []
+        stop = stop or outcome
+
     try:
         while flying or (waiting and stop is None):
             free = concurrency - len(flying)
             if waiting and stop is None and (free >= refill_at or not flying):
                 group = [waiting.popleft() for _ in range(min(free, len(waiting)))]
-                rows, stop = _prepare(context, token, group, totals)
-                for row in rows:
+                marked, stop = _prepare(context, token, group, totals, spend)
+                for row in marked:
                     flying[pool.submit(_post, context, row)] = row
-                totals["posted"] += len(rows)
+                totals["posted"] += len(marked)
                 continue
-            done, _ = wait(flying, return_when=FIRST_COMPLETED)
+            done, _ = wait(flying, timeout=RECORD_SECONDS, return_when=FIRST_COMPLETED)
+            if done and not finished:
+                oldest_reply = time.monotonic()
             finished.extend((flying.pop(future), future.result()) for future in done)
-            if len(finished) >= refill_at or not flying or stop is not None:
-                finished.sort(key=lambda item: item[0].id)  # rows locked in id order, as every writer does
-                outcome = _record(context, token, [row for row, _ in finished],
-                                  [result for _, result in finished], totals)
-                finished = []
-                stop = stop or outcome
+            draining = not waiting or stop is not None
+            if finished and (len(finished) >= (refill_at if draining else concurrency) or not flying
+                             or time.monotonic() - oldest_reply >= RECORD_SECONDS):
+                record()
+        if finished:
+            record()
     except BaseException:
         # A failure here (Redis or the database gone, the job's timeout) must not throw away replies to
         # POSTs that left: wait for them and record them in a fresh transaction, if the database lets us.
@@ -279,28 +389,19 @@ def _pipeline(context: _Context, token: str, ids: list[int], pool: ThreadPoolExe
         finished.extend((row, future.result()) for future, row in flying.items())
         if finished:
             with contextlib.suppress(Exception):  # else the sweep makes them unknown: never resent blindly
-                _record(context, token, [row for row, _ in finished], [result for _, result in finished], totals)
+                record()
         raise
     return stop
 
 
-def _prepare(context: _Context, token: str, group: list[int],
-             totals: dict) -> tuple[list, tuple[str, float | None] | None]:
-    """Check a group and mark in flight the rows to post now; returns (rows marked, why to stop or None)."""
-    # One round trip: the rows, whether each number opted out since launch, and only while still sending.
-    opted_out = exists().where(Suppression.team_id == context.team_id, Suppression.phone == Message.phone)
-    rows = db.session.execute(
-        select(Message.id, Message.phone, Message.text, Message.reference, Message.estimated_cost,
-               Message.attempts, opted_out.label("opted_out"))
-        .where(Message.id.in_(group), Message.claim_token == token, Message.status == MessageStatus.CREATED,
-               exists().where(Campaign.id == context.campaign_id, Campaign.status == CampaignStatus.SENDING))
-        .order_by(Message.id)
-    ).all()
-    if not rows:
-        status = db.session.scalar(select(Campaign.status).where(Campaign.id == context.campaign_id))
-        return [], (None if status is CampaignStatus.SENDING else (f"campaign {status}", None))
-    rows = _drop_opted_out(context, token, rows, totals)
-    rows = _hold_quiet_hours(context, token, rows, totals)
+def _prepare(context: _Context, token: str, group: list, totals: dict,
+             spend: _Spend) -> tuple[list, tuple[str, float | None] | None]:
+    """Check a group and mark in flight the rows to post now; returns (rows marked, why to stop or None).
+
+    One statement marks them, and only those whose number has not opted out since launch, while the
+    campaign is still sending (pause and cancel take effect here); its commit is on disk before any POST.
+    """
+    rows = _hold_quiet_hours(context, token, group, totals)
     if not rows:
         return [], None
     granted, wait_for = _take_rate(context, len(rows))
@@ -308,46 +409,50 @@ def _prepare(context: _Context, token: str, group: list[int],
     if not granted:
         return [], stop
     rows = rows[:granted]
-    _relax_commit()  # reserve_budget commits in this transaction; the in-flight mark's commit flushes it
-    if not campaign_states.reserve_budget(context.campaign_id, sum(row.estimated_cost for row in rows)):
+    if not spend.reserve(sum(row.estimated_cost for row in rows)):
         return [], ("budget cap", None)
-    in_flight = set(db.session.scalars(
-        update(Message)
-        .where(Message.id.in_([row.id for row in rows]), Message.claim_token == token,
-               Message.status == MessageStatus.CREATED,
-               exists().where(Campaign.id == context.campaign_id, Campaign.status == CampaignStatus.SENDING))
-        .values(status=MessageStatus.SENDING, sent_at=context.clock())
-        .returning(Message.id)
-    ).all())
+    marked = set(db.session.execute(_MARK_IN_FLIGHT[spend.whole], {
+        "b_ids": [row.id for row in rows], "b_token": token, "b_campaign_id": context.campaign_id,
+        "b_team_id": context.team_id, "b_now": context.clock()}).scalars())
     db.session.commit()
-    unsent = [row for row in rows if row.id not in in_flight]
-    if unsent:  # the campaign stopped between the check and the mark: give their reservation back
-        campaign_states.release_budget(context.campaign_id, sum(row.estimated_cost for row in unsent))
-        stop = stop or ("campaign stopped", None)
-    return [row for row in rows if row.id in in_flight], stop
+    if len(marked) < len(rows):
+        unmarked = [row for row in rows if row.id not in marked]
+        spend.unmarked(sum(row.estimated_cost for row in unmarked))
+        stop = _not_marked(context, token, unmarked, totals, spend) or stop
+    return [row for row in rows if row.id in marked], stop
+
+
+def _not_marked(context: _Context, token: str, rows: list, totals: dict,
+                spend: _Spend) -> tuple[str, float | None] | None:
+    """Why rows were not marked: the campaign stopped or got a budget cap (end the batch), or numbers
+    opted out (count them)."""
+    status, cap = db.session.execute(select(_campaign.c.status, _campaign.c.budget_cap)
+                                     .where(_campaign.c.id == context.campaign_id)).one()
+    if status is not CampaignStatus.SENDING:
+        db.session.commit()
+        return f"campaign {status}", None
+    if spend.whole and cap is not None:
+        db.session.commit()
+        return CAP_SET, 0.0
+    opted_out = set(db.session.scalars(select(_suppression.c.phone).where(
+        _suppression.c.team_id == context.team_id, _suppression.c.phone.in_({row.phone for row in rows}))))
+    count = db.session.execute(
+        update(_message)
+        .where(_message.c.id.in_([row.id for row in rows if row.phone in opted_out]),
+               _message.c.claim_token == token, _message.c.status == MessageStatus.CREATED)
+        .values(status=MessageStatus.OPTED_OUT, claim_token=None, error="Opted out after the campaign was launched")
+    ).rowcount
+    if count:
+        db.session.execute(update(_campaign).where(_campaign.c.id == context.campaign_id)
+                           .values(opt_outs_caused=_campaign.c.opt_outs_caused + count))
+        totals["opted_out"] += count
+    db.session.commit()
+    return None
 
 
 def _post(context: _Context, row) -> SendResult:
     return context.client.send(sender=context.sender, to=row.phone, text=row.text, media=context.media,
                                notify_url=context.notify_url, reference=row.reference)
-
-
-def _drop_opted_out(context: _Context, token: str, rows: list, totals: dict) -> list:
-    """The opt-out list checked again just before sending: a STOP after launch stops that recipient."""
-    stopped = {row.phone for row in rows if row.opted_out}
-    if not stopped:
-        return rows
-    ids = [row.id for row in rows if row.phone in stopped]
-    count = db.session.execute(
-        update(Message)
-        .where(Message.id.in_(ids), Message.claim_token == token, Message.status == MessageStatus.CREATED)
-        .values(status=MessageStatus.OPTED_OUT, claim_token=None, error="Opted out after the campaign was launched")
-    ).rowcount
-    db.session.execute(update(Campaign).where(Campaign.id == context.campaign_id)
-                       .values(opt_outs_caused=Campaign.opt_outs_caused + count))
-    db.session.commit()
-    totals["opted_out"] += count
-    return [row for row in rows if row.phone not in stopped]
 
 
 def _hold_quiet_hours(context: _Context, token: str, rows: list, totals: dict) -> list:
@@ -364,7 +469,7 @@ def _hold_quiet_hours(context: _Context, token: str, rows: list, totals: dict) -
             held.setdefault(verdict.next_open.astimezone(UTC).replace(tzinfo=None), []).append(row.id)
     for opening, ids in held.items():
         db.session.execute(
-            update(Message).where(Message.id.in_(ids), Message.claim_token == token)
+            update(_message).where(_message.c.id.in_(ids), _message.c.claim_token == token)
             .values(claim_token=None, claimed_at=None, not_before=opening, held=True))
     if held:
         db.session.commit()
@@ -399,8 +504,8 @@ def _backoff(settings: _Settings, attempts: int, retry_after: float | None) -> f
     return max(delay, min(retry_after or 0.0, settings.backoff_cap))  # a year-long Retry-After is not obeyed
 
 
-def _accepted_update(token: str):
-    """Record an accepted row (executemany: b_id, b_unique_id, b_pid, b_parts, b_cost), guarded by the claim.
+def record_accepted(token: str, accepted: list[dict]) -> None:
+    """Record accepted rows ({id, unique_id, pid, parts, cost} each) in one statement, guarded by the claim.
 
     A fast callback may have moved the row on already (webapp.services.delivery): keep its status and the
     billed figures it brought (the provider's latest word), and add what only the reply carries. The
@@ -409,66 +514,76 @@ def _accepted_update(token: str):
     called the row unknown (its claim cleared) is still the provider's word that it was sent: take it, and
     if a person had resent it meanwhile, count the message as sent twice.
     """
-    table = Message.__table__
-    was_unknown = table.c.status == MessageStatus.UNKNOWN
-    return (
-        update(table)
-        .where(table.c.id == bindparam("b_id"),
-               or_(and_(table.c.claim_token == token,
-                        or_(*(table.c.status == status for status in AFTER_ACCEPTED))),  # IN () can't executemany
-                   was_unknown))
+    columns = {"id": Integer, "unique_id": _message.c.unique_id.type, "pid": _message.c.pid.type,
+               "parts": _message.c.reply_parts.type, "cost": _message.c.reply_cost.type}
+    if _is_postgresql():
+        # One UPDATE ... FROM unnest(arrays) for the whole round: one statement, one firing of the tally
+        # trigger, the same SQL text whatever the count (so PostgreSQL keeps it prepared).
+        arrays = (bindparam(f"b_{name}", type_=ARRAY(type_)) for name, type_ in columns.items())
+        reply = func.unnest(*arrays).table_valued(
+            *(column(name, type_) for name, type_ in columns.items())).render_derived(name="reply")
+        source, guard, parameters = reply.c, [_message.c.id == reply.c.id], {
+            f"b_{name}": [row[name] for row in accepted] for name in columns}
+    else:  # SQLite: the same UPDATE once per row (executemany), its triggers being per row anyway
+        source = {name: bindparam(f"b_{name}", type_=type_) for name, type_ in columns.items()}
+        guard, parameters = [_message.c.id == source["id"]], [{f"b_{k}": v for k, v in row.items()} for row in accepted]
+    was_unknown = _message.c.status == MessageStatus.UNKNOWN
+    moving = or_(_message.c.status == MessageStatus.SENDING, was_unknown)
+    statement = (
+        update(_message)
+        .where(*guard, or_(and_(_message.c.claim_token == token,
+                                or_(*(_message.c.status == status for status in AFTER_ACCEPTED))),
+                           was_unknown))
         .values(claim_token=None, claimed_at=None,
                 # A faster callback's final state keeps its reason (why it was undelivered).
-                error=case((or_(table.c.status == MessageStatus.SENDING, was_unknown), None), else_=table.c.error),
-                sent_twice=case((was_unknown, table.c.resent), else_=table.c.sent_twice),
-                status=case((or_(table.c.status == MessageStatus.SENDING, was_unknown), MessageStatus.ACCEPTED),
-                            else_=table.c.status),
-                unique_id=bindparam("b_unique_id"), pid=bindparam("b_pid"),
-                reply_parts=bindparam("b_parts", type_=table.c.reply_parts.type),
-                reply_cost=bindparam("b_cost", type_=table.c.reply_cost.type),
-                billed_parts=func.coalesce(table.c.billed_parts, bindparam("b_parts", type_=table.c.billed_parts.type)),
-                billed_cost=func.coalesce(table.c.billed_cost, bindparam("b_cost", type_=table.c.billed_cost.type)))
+                error=case((moving, None), else_=_message.c.error),
+                sent_twice=case((was_unknown, _message.c.resent), else_=_message.c.sent_twice),
+                status=case((moving, MessageStatus.ACCEPTED), else_=_message.c.status),
+                unique_id=source["unique_id"], pid=source["pid"], reply_parts=source["parts"],
+                reply_cost=source["cost"], billed_parts=func.coalesce(_message.c.billed_parts, source["parts"]),
+                billed_cost=func.coalesce(_message.c.billed_cost, source["cost"]))
     )
+    db.session.execute(statement, parameters)
 
 
-def _record(context: _Context, token: str, rows: list, results: list[SendResult],
-            totals: dict) -> tuple[str, float | None] | None:
+def _record(context: _Context, token: str, rows: list, results: list[SendResult], totals: dict,
+            spend: _Spend) -> tuple[str, float | None] | None:
     """Write each outcome, guarded by the claim token; returns a stop reason for account errors."""
     now = context.clock()
     account_problem = None
-    released_cost = Decimal(0)
-    billed_delta = Decimal(0)
-    guard = and_(Message.claim_token == token, Message.status == MessageStatus.SENDING)
-    accepted = []
+    change = Decimal(0)  # to the campaign's reserved spend
+    accepted, others = [], []
     for row, result in zip(rows, results, strict=True):
-        values: dict = {"claim_token": None, "claimed_at": None}
+        values: dict = {"b_id": row.id, "b_token": token, "claim_token": None, "claimed_at": None}
         if result.outcome is Outcome.ACCEPTED:
             totals["accepted"] += 1
-            accepted.append({"b_id": row.id, "b_unique_id": result.unique_id, "b_pid": result.pid,
-                             "b_parts": result.parts, "b_cost": result.cost})
+            accepted.append({"id": row.id, "unique_id": result.unique_id, "pid": result.pid,
+                             "parts": result.parts, "cost": result.cost})
             if result.cost is not None:
-                billed_delta += result.cost - row.estimated_cost
+                change += result.cost - row.estimated_cost
             continue
         elif result.outcome is Outcome.NOT_SENT and row.attempts + 1 < context.settings.max_attempts:
             delay = _backoff(context.settings, row.attempts + 1, result.retry_after)
             values.update(status=MessageStatus.CREATED, attempts=row.attempts + 1, error=result.reason,
                           not_before=now + timedelta(seconds=delay), sent_at=None)
-            released_cost += row.estimated_cost
+            change -= row.estimated_cost
         elif result.outcome in (Outcome.NOT_SENT, Outcome.REFUSED):
             values.update(status=MessageStatus.FAILED, attempts=row.attempts + 1, error=result.reason,
                           finished_at=now)
-            released_cost += row.estimated_cost
+            change -= row.estimated_cost
         elif result.outcome is Outcome.ACCOUNT:
             values.update(status=MessageStatus.CREATED, error=result.reason, sent_at=None)
-            released_cost += row.estimated_cost
+            change -= row.estimated_cost
             account_problem = result.reason
         else:  # AMBIGUOUS: it may have been sent
             values.update(status=MessageStatus.UNKNOWN, error=result.reason)
-        db.session.execute(update(Message).where(Message.id == row.id, guard).values(**values))
-    if accepted:  # the common case: one statement for the group (executemany), not one round trip per row
-        db.session.execute(_accepted_update(token), accepted)
-    db.session.execute(update(Campaign).where(Campaign.id == context.campaign_id).values(
-        reserved_cost=Campaign.reserved_cost - released_cost + billed_delta, heartbeat_at=now))
+        others.append(values)
+    for values in others:  # the uncommon outcomes, each with its own columns
+        db.session.execute(_RECORD_OTHER.values(**{k: v for k, v in values.items() if not k.startswith("b_")}),
+                           {"b_id": values["b_id"], "b_token": token})
+    if accepted:
+        record_accepted(token, accepted)
+    spend.settle(change, now, force=account_problem is not None)
     _relax_commit()
     db.session.commit()
     if account_problem:
