@@ -84,6 +84,7 @@ def worker_command(queues: tuple[str, ...], processes: int, burst: bool):
     if not logging.getLogger().handlers:  # the jobs' own lines (batch reports, the sweep) beside RQ's
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _preload_jobs()
+    _warm_up_sending()
     connection = redis_connection()
     if processes > 1:
         WorkerPool(list(queues), connection=connection, num_workers=processes).start(burst=burst)
@@ -100,6 +101,26 @@ def _preload_jobs() -> None:
     # By name, as RQ finds them: the jobs package is the workers' entry point, not a dependency of the app.
     for module in pkgutil.iter_modules(importlib.util.find_spec("jobs").submodule_search_locations):
         importlib.import_module(f"jobs.{module.name}")
+
+
+def _warm_up_sending() -> None:
+    """Compile the sending statements once here, where every work horse is forked from (best effort).
+
+    Not on SQLite: with the file opened here before the forks (closed again, yet), work horses SIGKILLed
+    mid-write left it unreadable in tests/test_engine_crash.py; the embedded default needs no such speed.
+    """
+    from webapp.services.sending import warm_up
+
+    if db.engine.dialect.name == "sqlite":
+        return
+    try:
+        warm_up()
+    except Exception as error:  # noqa: BLE001 - the database may be down at start; jobs still work then
+        db.session.rollback()
+        click.echo(f"Sending statements not warmed up ({type(error).__name__}); each job compiles its own.", err=True)
+    finally:
+        db.session.remove()
+        db.engine.dispose()
 
 
 def _work_through_redis_outages(queues: list[str], connection: Redis, burst: bool) -> None:

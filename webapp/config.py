@@ -79,7 +79,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         # are "not sent" before a message fails, backoff (doubling from the base, capped), batch jobs per
         # campaign at once, a team's default rate, a batch job's time limit, how long a POST may be in
         # flight before the sweep calls it unknown, and how long a campaign may go silent before it restarts.
-        "SEND_BATCH_SIZE": int(_env("SEND_BATCH_SIZE", "256")),
+        "SEND_BATCH_SIZE": int(_env("SEND_BATCH_SIZE", "1024")),
         "SEND_CONCURRENCY": int(_env("SEND_CONCURRENCY", "16")),
         "SEND_MAX_ATTEMPTS": int(_env("SEND_MAX_ATTEMPTS", "6")),
         "SEND_BACKOFF_SECONDS": float(_env("SEND_BACKOFF_SECONDS", "2")),

@@ -37,7 +37,7 @@ from webapp.models import (
     utcnow,
 )
 from webapp.provider.multitel import Credentials, MultitelClient
-from webapp.services import campaign_states, recipients, sending
+from webapp.services import campaign_states, recipients, sending, tallies
 from webapp.services.ratelimit import RateLimiter
 
 
@@ -417,3 +417,30 @@ def test_a_claim_takes_exactly_its_limit_whatever_the_plan(app, sandbox):
             assert len(claimed) == limit
         assert db.session.scalar(select(func.count()).select_from(Message).where(
             Message.campaign_id == campaign_id, Message.claim_token.is_not(None))) == 10
+
+
+def test_warming_up_the_statements_touches_no_row(app, sandbox):
+    """A worker runs each batch statement once before forking its work horses: against nothing at all."""
+    _team_id, _user_id, campaign_id = _team_on_sandbox(app, sandbox, contacts=5)
+    with app.app_context():
+        campaign_states.launch(campaign_id, None)
+        recipients.freeze(campaign_id)
+
+        def state():
+            db.session.expire_all()
+            campaign = db.session.get(Campaign, campaign_id)
+            rows = db.session.execute(select(Message.status, Message.claim_token, Message.updated_at)
+                                      .where(Message.campaign_id == campaign_id).order_by(Message.id)).all()
+            return campaign.reserved_cost, campaign.heartbeat_at, rows, tallies.figures(campaign_id).count("created")
+
+        before = state()
+        sending.warm_up()
+        assert state() == before
+
+
+def test_a_slow_team_claims_what_its_rate_posts_in_a_minute_not_a_whole_batch():
+    """A batch ends long before RQ's job timeout whatever the team's rate, and a fast team claims a batch."""
+    assert sending.claim_size(1024, 16, 1) == 60
+    assert sending.claim_size(1024, 16, 0.1) == 16  # never fewer than the POSTs it may have open at once
+    assert sending.claim_size(1024, 16, 10) == 600
+    assert sending.claim_size(1024, 16, 200) == 1024
