@@ -127,24 +127,6 @@ def run_phase(name: str, *args: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def fresh_database(server: str) -> tuple[str, callable]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    url = make_url(server.replace("postgresql://", "postgresql+psycopg://", 1))
-    name = f"campaigns_bench_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop():
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-    return url.set(database=name).render_as_string(hide_password=False), drop
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, help=f"default {FULL_ROWS:,}, or {QUICK_ROWS:,} with --quick")
@@ -167,7 +149,10 @@ def main() -> int:
         generate(path, options.rows)
         size_mb = path.stat().st_size / 1e6
         baseline = run_phase("baseline", str(path))
-        database_url, drop = fresh_database(options.server)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.conftest import _fresh_postgres_database
+
+        database_url, drop = _fresh_postgres_database(options.server)
         try:
             imported = run_phase("import", str(path), database_url)
         finally:

@@ -194,25 +194,6 @@ class Processes:
 # --- data and campaigns -----------------------------------------------------------------------------
 
 
-def fresh_database(server: str) -> tuple[str, callable]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    url = make_url(server.replace("postgresql://", "postgresql+psycopg://", 1))
-    name = f"campaigns_bench_send_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop():
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url.set(database=name).render_as_string(hide_password=False), drop
-
-
 _prefixes = iter(range(200, 1000))
 
 
@@ -379,8 +360,10 @@ def main() -> int:
 
     from redis import Redis
 
+    from tests.conftest import _fresh_postgres_database
+
     Redis.from_url(options.redis).flushdb()
-    database_url, drop = fresh_database(options.server)
+    database_url, drop = _fresh_postgres_database(options.server)
     instance = Path(tempfile.mkdtemp(prefix="bench-send-"))
     sandbox = Sandbox()
     secret = secrets.token_urlsafe(48)

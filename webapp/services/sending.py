@@ -367,7 +367,9 @@ def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecuto
     the caller.
     """
     concurrency = context.settings.concurrency
-    refill_at = max(1, concurrency // 4)
+    refill_at = most_at_once = max(1, concurrency // 4)
+    refill_seconds = None  # how long a refill takes (moving average)
+    began, replied = time.monotonic(), 0
     waiting = deque(rows)
     replies: queue.SimpleQueue = queue.SimpleQueue()  # (row, SendResult or the exception _post raised)
     on_wire = 0
@@ -377,7 +379,7 @@ def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecuto
 
     def collect(timeout: float | None) -> None:
         """Move the replies that have come (waiting up to `timeout` for the first) into `finished`."""
-        nonlocal on_wire, oldest_reply
+        nonlocal on_wire, oldest_reply, replied
         arrived = []
         try:
             arrived.append(replies.get(timeout=timeout))
@@ -386,6 +388,7 @@ def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecuto
         except queue.Empty:
             pass
         on_wire -= len(arrived)
+        replied += len(arrived)
         if arrived and not finished:
             oldest_reply = time.monotonic()
         failure = next((result for _, result in arrived if isinstance(result, BaseException)), None)
@@ -406,13 +409,21 @@ def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecuto
             free = concurrency - on_wire
             if waiting and stop is None and (free >= refill_at or not on_wire):
                 group = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+                started = time.monotonic()
                 marked, stop = _prepare(context, token, group, totals, spend)
                 for row in marked:
                     pool.submit(_post_into, replies, context, row)
                 on_wire += len(marked)
                 totals["posted"] += len(marked)
+                took = time.monotonic() - started
+                refill_seconds = took if refill_seconds is None else 0.8 * refill_seconds + 0.2 * took
                 continue
             collect(RECORD_SECONDS)
+            # Wait for as many free slots as replies bring in during two refills' worth of database work:
+            # a quarter of the slots against a fast provider, fewer against a slow one, whose free slots
+            # would otherwise idle while the others take their time.
+            reply_rate = replied / max(time.monotonic() - began, 1e-3)
+            refill_at = min(most_at_once, max(1, math.ceil(2 * reply_rate * (refill_seconds or 0.0))))
             draining = not waiting or stop is not None
             if finished and (len(finished) >= (refill_at if draining else concurrency) or not on_wire
                              or time.monotonic() - oldest_reply >= RECORD_SECONDS):
