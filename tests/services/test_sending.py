@@ -444,3 +444,44 @@ def test_a_slow_team_claims_what_its_rate_posts_in_a_minute_not_a_whole_batch():
     assert sending.claim_size(1024, 16, 0.1) == 16  # never fewer than the POSTs it may have open at once
     assert sending.claim_size(1024, 16, 10) == 600
     assert sending.claim_size(1024, 16, 200) == 1024
+
+
+def test_a_cap_set_mid_batch_ends_an_uncapped_batch_and_its_unposted_reservation_is_given_back(app, sandbox):
+    """An uncapped batch reserves its whole claim; a cap set while it posts stops its next mark, its
+    unposted reservation is given back, and the next batch reserves group by group under the cap."""
+    _, user_id, campaign_id = _team_on_sandbox(app, sandbox, contacts=20)
+    with app.app_context():
+        app.config["SEND_CONCURRENCY"] = 1
+        campaign_states.launch(campaign_id, user_id)
+        recipients.freeze(campaign_id)
+        real = MultitelClient(app.config["MULTITEL_API_URL"], Credentials("sandbox", "sandbox"))
+        posted = []
+
+        def set_cap():
+            db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(budget_cap=Decimal(100)))
+            db.session.commit()
+
+        class CappingClient:
+            """Sets a budget cap (as a person would, elsewhere) during the third POST."""
+
+            def send(self, **message):
+                posted.append(message["reference"])
+                if len(posted) == 3:
+                    _elsewhere(app, set_cap)
+                return real.send(**message)
+
+        limiter = RateLimiter(_redis(), 1000, 16)
+        report = sending.send_batch(campaign_id, client=CappingClient(), limiter=limiter)
+        assert (report.stopped, report.posted, report.accepted) == (sending.CAP_SET, 3, 3)
+
+        def spent() -> Decimal:
+            return db.session.scalar(select(func.sum(Message.estimated_cost)).where(
+                Message.campaign_id == campaign_id, Message.status == MessageStatus.ACCEPTED))
+
+        db.session.expire_all()
+        assert db.session.get(Campaign, campaign_id).reserved_cost == spent()  # the other 17 given back
+        report = sending.send_batch(campaign_id, client=real, limiter=limiter)
+        assert report.accepted == 17
+        db.session.expire_all()
+        assert _statuses(campaign_id)[MessageStatus.ACCEPTED] == 20
+        assert db.session.get(Campaign, campaign_id).reserved_cost == spent()

@@ -318,12 +318,6 @@ def reserve_budget(campaign_id: int, amount: Decimal) -> bool:
     return bool(reserved)
 
 
-def release_budget(campaign_id: int, amount: Decimal) -> None:
-    db.session.execute(update(Campaign).where(Campaign.id == campaign_id)
-                       .values(reserved_cost=Campaign.reserved_cost - amount))
-    db.session.commit()
-
-
 def window_of(campaign: Campaign) -> Window:
     return Window(_clock(campaign.quiet_start, time(8)), _clock(campaign.quiet_end, time(21)))
 

@@ -43,7 +43,21 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import Integer, and_, any_, bindparam, case, column, exists, func, or_, select, text, update
+from sqlalchemy import (
+    Integer,
+    and_,
+    any_,
+    bindparam,
+    case,
+    column,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from webapp.extensions import db
@@ -71,6 +85,7 @@ logger = logging.getLogger(__name__)
 AFTER_ACCEPTED = (MessageStatus.SENDING, MessageStatus.ACCEPTED, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED)
 LONG_WAIT = 1.0  # seconds: a wait longer than this re-queues the batch instead of sleeping in it
 BATCH_SECONDS = 60  # a batch claims no more than its team's rate posts in this long (SEND_JOB_TIMEOUT: 600 s)
+DRAIN_SECONDS = 60  # longer than any POST can take (MultitelClient's timeouts): a failed batch waits for replies
 RECORD_SECONDS = 0.5  # a reply waits at most about this long to be recorded with the next round
 HEARTBEAT_SECONDS = 5.0  # how often a batch tells the sweep it is alive (SEND_STALL_SECONDS is far longer)
 CAP_SET = "budget cap set"  # a batch that reserved its whole claim ends; the next reserves group by group
@@ -286,8 +301,8 @@ class _Spend:
     starts from the right figure; if a cap appears meanwhile, the in-flight mark refuses and the batch
     ends (the next one reserves group by group). A batch killed mid-way leaves its unposted reservation
     counted: a later cap would pause early, never late. What replies change (a message not sent after
-    all, a billed cost other than the estimate) is written with the heartbeat the sweep watches, every
-    HEARTBEAT_SECONDS, or at once under a cap.
+    all, a billed cost other than the estimate) is written at once when it raises the spend or under a
+    cap, else with the heartbeat the sweep watches, every HEARTBEAT_SECONDS.
     """
 
     def __init__(self, campaign_id: int, claimed_cost: Decimal, now: datetime):
@@ -319,21 +334,30 @@ class _Spend:
         else:
             self.pending -= cost
 
-    def settle(self, change: Decimal, now: datetime, force: bool = False) -> None:
-        """Add what replies changed; write it (in the caller's transaction) when due."""
+    @contextlib.contextmanager
+    def settling(self, change: Decimal, now: datetime, force: bool = False):
+        """Add what replies changed and write it, in the caller's transaction, when due: under a cap, when
+        it raises the spend (a billed cost above the estimate must count at once), or every
+        HEARTBEAT_SECONDS. The caller commits inside the block; if that fails, nothing was added."""
+        saved = self.pending, self.written
         self.pending += change
-        if force or not self.whole or time.monotonic() - self.written >= HEARTBEAT_SECONDS:
+        if force or not self.whole or self.pending > 0 or time.monotonic() - self.written >= HEARTBEAT_SECONDS:
             db.session.execute(update(_campaign).where(_campaign.c.id == self.campaign_id).values(
                 reserved_cost=_campaign.c.reserved_cost + self.pending, heartbeat_at=now))
             self.pending = Decimal(0)
             self.written = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self.pending, self.written = saved
+            raise
 
     def close(self, now: datetime) -> None:
         """The batch is over: give back what it reserved and never posted, and write what is pending."""
-        change, self.unposted = -self.unposted, Decimal(0)
-        self.settle(change, now, force=True)
-        _relax_commit()
-        db.session.commit()
+        with self.settling(-self.unposted, now, force=True):
+            _relax_commit()
+            db.session.commit()
+        self.unposted = Decimal(0)
 
 
 def _media(campaign: Campaign) -> bytes | None:
@@ -359,12 +383,12 @@ def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecuto
 
     The database work (checks, the in-flight mark, recording replies) runs in this thread while the
     pool's threads wait on the provider, so a slow reply holds one slot, not the whole group. A refill
-    waits for a quarter of the slots to be free, so each round trip to the database serves several rows,
-    and comes before recording, which waits for a whole round of replies (or RECORD_SECONDS) and is one
-    statement for them all. Replies come back through one queue (concurrent.futures.wait would watch
-    every POST on the wire at each reply). A stop (pause, cancel, rate limit, budget, an account error)
-    ends refilling; what is on the wire is still recorded, and claimed rows never marked are released by
-    the caller.
+    waits for up to a quarter of the slots to be free (fewer against a slow provider), so each round trip
+    to the database serves several rows, and comes before recording, which waits for a whole round of
+    replies (or RECORD_SECONDS) and is one statement for them all. Replies come back through one queue
+    (concurrent.futures.wait would watch every POST on the wire at each reply). A stop (pause, cancel,
+    rate limit, budget, an account error) ends refilling; what is on the wire is still recorded, and
+    claimed rows never marked are released by the caller.
     """
     concurrency = context.settings.concurrency
     refill_at = most_at_once = max(1, concurrency // 4)
@@ -413,8 +437,8 @@ def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecuto
                 marked, stop = _prepare(context, token, group, totals, spend)
                 for row in marked:
                     pool.submit(_post_into, replies, context, row)
-                on_wire += len(marked)
-                totals["posted"] += len(marked)
+                    on_wire += 1
+                    totals["posted"] += 1
                 took = time.monotonic() - started
                 refill_seconds = took if refill_seconds is None else 0.8 * refill_seconds + 0.2 * took
                 continue
@@ -434,9 +458,10 @@ def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecuto
         # A failure here (Redis or the database gone, the job's timeout) must not throw away replies to
         # POSTs that left: wait for them and record them in a fresh transaction, if the database lets us.
         db.session.rollback()
-        while on_wire:
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while on_wire > 0 and time.monotonic() < deadline:
             with contextlib.suppress(Exception):
-                collect(None)
+                collect(1.0)
         if finished:
             with contextlib.suppress(Exception):  # else the sweep makes them unknown: never resent blindly
                 record()
@@ -611,7 +636,6 @@ def _record(context: _Context, token: str, rows: list, results: list[SendResult]
     for row, result in zip(rows, results, strict=True):
         values: dict = {"b_id": row.id, "b_token": token, "claim_token": None, "claimed_at": None}
         if result.outcome is Outcome.ACCEPTED:
-            totals["accepted"] += 1
             accepted.append({"id": row.id, "unique_id": result.unique_id, "pid": result.pid,
                              "parts": result.parts, "cost": result.cost})
             if result.cost is not None:
@@ -638,9 +662,10 @@ def _record(context: _Context, token: str, rows: list, results: list[SendResult]
                            {"b_id": values["b_id"], "b_token": token})
     if accepted:
         record_accepted(token, accepted)
-    spend.settle(change, now, force=account_problem is not None)
-    _relax_commit()
-    db.session.commit()
+    with spend.settling(change, now, force=account_problem is not None):
+        _relax_commit()
+        db.session.commit()
+    totals["accepted"] += len(accepted)
     if account_problem:
         campaign_states.pause(context.campaign_id, None, f"Paused by the provider's answer: {account_problem}")
         return "account", None
@@ -655,7 +680,7 @@ def warm_up() -> None:
     has them compiled, it finds them in SQLAlchemy's cache.
     """
     token, now = "warm-up", utcnow()
-    send_batch(0)  # the campaign and team lookups
+    send_batch(0)  # the campaign lookup
     claim(0, token, 1, now)
     _Spend(0, Decimal(0), now).close(now)
     for uncapped in (False, True):
@@ -707,7 +732,8 @@ def recover(now: datetime | None = None) -> Recovery:
     now = now or utcnow()
     in_flight_limit = now - timedelta(seconds=config["SEND_IN_FLIGHT_SECONDS"])
     claim_limit = now - timedelta(seconds=config["SEND_JOB_TIMEOUT"] + 60)
-    stale = select(Message.id).where(Message.status == MessageStatus.SENDING, Message.sent_at < in_flight_limit)
+    # 'sending' as a literal, as in ix_message_sending_sent_at's predicate: a generic plan can use it too.
+    stale = select(Message.id).where(Message.status == literal_column("'sending'"), Message.sent_at < in_flight_limit)
     if db.session.get_bind().dialect.name == "postgresql":  # lock in id order, as the engine does: no deadlock
         stale = stale.order_by(Message.id).with_for_update()
     unknown = db.session.execute(
