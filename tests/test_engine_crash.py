@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
@@ -19,6 +18,7 @@ import requests
 from sqlalchemy import func, select
 
 from tests.factories import make_campaign, make_contact, make_list, make_sender, make_team, make_user
+from tests.processes import wait_until
 from webapp.encryption import encrypt
 from webapp.extensions import db
 from webapp.models import Campaign, CampaignStatus, Message, MessageStatus, utcnow
@@ -30,16 +30,6 @@ pytestmark = pytest.mark.slow
 RECIPIENTS = 300
 KILLS = 3
 DEADLINE = 240  # seconds for the whole campaign on a busy two-core machine
-
-
-def _wait_for(condition, deadline: float, what: str, interval: float = 0.2):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Workers:
@@ -103,11 +93,11 @@ def test_killed_workers_never_send_twice_and_resend_completes_exactly_once(app, 
             for kill in range(1, KILLS + 1):
                 # Let the engine get a share further each time, then kill it mid-batch.
                 target = RECIPIENTS * kill // (KILLS + 2)
-                _wait_for(lambda target=target: _count(campaign_id, MessageStatus.ACCEPTED, MessageStatus.DELIVERED,
+                wait_until(lambda target=target: _count(campaign_id, MessageStatus.ACCEPTED, MessageStatus.DELIVERED,
                                                        MessageStatus.UNDELIVERED) >= target,
                           DEADLINE, f"{target} sent")
                 # Kill while a POST is in flight: that is the moment that can make a message uncertain.
-                _wait_for(lambda: _count(campaign_id, MessageStatus.SENDING) > 0, DEADLINE, "a POST in flight",
+                wait_until(lambda: _count(campaign_id, MessageStatus.SENDING) > 0, DEADLINE, "a POST in flight",
                           interval=0.005)
                 workers.kill()
                 # What the periodic sweep does once its time limits have passed: in flight -> unknown.
@@ -116,15 +106,15 @@ def test_killed_workers_never_send_twice_and_resend_completes_exactly_once(app, 
                 workers.start()
                 campaign_states.enqueue_batches(campaign_id)
 
-            _wait_for(lambda: _count(campaign_id, MessageStatus.CREATED, MessageStatus.SENDING) == 0,
+            wait_until(lambda: _count(campaign_id, MessageStatus.CREATED, MessageStatus.SENDING) == 0,
                       DEADLINE, "every message posted or unknown")
             # Callbacks for unknown messages that did reach the sandbox arrive and confirm them.
-            _wait_for(lambda: _callbacks_settled(sandbox, campaign_id), 60, "callbacks to settle")
+            wait_until(lambda: _callbacks_settled(sandbox, campaign_id), 60, "callbacks to settle")
             assert made_unknown > 0, "no kill landed while a POST was in flight: the test proved nothing"
             unknown_left = _count(campaign_id, MessageStatus.UNKNOWN)
             resent = campaign_states.resend_unconfirmed(campaign_id, user_id, later + timedelta(days=1))
             assert resent == unknown_left
-            _wait_for(lambda: _count(campaign_id, MessageStatus.CREATED, MessageStatus.SENDING) == 0,
+            wait_until(lambda: _count(campaign_id, MessageStatus.CREATED, MessageStatus.SENDING) == 0,
                       DEADLINE, "the resends posted")
             sends = requests.get(f"{sandbox.url}/_sandbox/sends", timeout=30).json()
             per_phone = Counter(send["to"] for send in sends)
@@ -133,7 +123,7 @@ def test_killed_workers_never_send_twice_and_resend_completes_exactly_once(app, 
             assert doubled == {}, f"sent twice: {doubled}"
             assert db.session.scalar(select(func.count()).where(Message.campaign_id == campaign_id,
                                                                 Message.sent_twice.is_(True))) == 0
-            _wait_for(lambda: sending.recover() and db.session.get(Campaign, campaign_id).status
+            wait_until(lambda: sending.recover() and db.session.get(Campaign, campaign_id).status
                       is CampaignStatus.COMPLETED, 60, "the campaign to complete")
     finally:
         workers.stop()

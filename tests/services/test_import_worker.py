@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.factories import make_team, make_user
+from tests.processes import wait_until
 from webapp.extensions import db
 from webapp.models import Contact, ContactImport, ImportStatus, Role, utcnow
 from webapp.services import imports as importer
@@ -25,16 +26,6 @@ def editor(app, auth):
     with app.app_context():
         make_user(make_team("Acme"), Role.EDITOR, "ed@example.com")
     auth.login("ed@example.com")
-
-
-def _wait_for(condition, timeout: float, what: str):
-    """Poll until condition() is truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _import(app, client, data: bytes, **form) -> int:
@@ -85,8 +76,8 @@ def _big_import(app, client) -> tuple[int, Path]:
     import_id = _import(app, client, ("\r\n".join(lines) + "\r\n").encode(), list_id="new", new_list_name="Big")
     with app.app_context():
         path = importer.upload_path(db.session.get(ContactImport, import_id))
-    running = _wait_for(lambda: (row := _row(app, import_id)).rows_done >= 2 * importer.BATCH_SIZE and row,
-                        120, "two committed batches")
+    running = wait_until(lambda: (row := _row(app, import_id)).rows_done >= 2 * importer.BATCH_SIZE and row,
+                        120, "two committed batches", interval=0.05)
     assert running.status == ImportStatus.RUNNING and running.heartbeat_at > running.started_at
     return import_id, path
 
@@ -95,7 +86,7 @@ def test_sigkilled_work_horse_is_failed_by_the_sweep(app, client, editor, worker
     """SIGKILL mid-import runs no failure callback; the sweep marks the import failed within a minute,
     with exactly the committed rows counted and its file deleted, and the list takes a new import."""
     import_id, path = _big_import(app, client)
-    horse = _wait_for(lambda: _work_horse(worker.pid, path), 30, "the work horse with the file open")
+    horse = wait_until(lambda: _work_horse(worker.pid, path), 30, "the work horse with the file open", interval=0.05)
     os.kill(horse, signal.SIGKILL)
     killed_at = time.monotonic()
     assert _row(app, import_id).status == ImportStatus.RUNNING  # nothing else will ever change it
@@ -104,7 +95,7 @@ def test_sigkilled_work_horse_is_failed_by_the_sweep(app, client, editor, worker
         with app.app_context():
             return import_id in importer.sweep_dead_imports()["failed"]
 
-    _wait_for(swept, 60, "the sweep to fail the import")
+    wait_until(swept, 60, "the sweep to fail the import", interval=0.05)
     detected_after = time.monotonic() - killed_at
     failed = _row(app, import_id)
     assert failed.status == ImportStatus.FAILED and "worker stopped during the import" in failed.error
@@ -118,7 +109,7 @@ def test_sigkilled_work_horse_is_failed_by_the_sweep(app, client, editor, worker
 
     # The list is free again: a new import into it is accepted and runs to the end.
     again = _import(app, client, b"name,phone\r\nNew,+14155550199\r\n", list_id=str(failed.list_id))
-    done = _wait_for(lambda: (row := _row(app, again)).status.is_final and row, 60, "the next import")
+    done = wait_until(lambda: (row := _row(app, again)).status.is_final and row, 60, "the next import", interval=0.05)
     assert done.status == ImportStatus.DONE and done.accepted == 1
 
 
@@ -126,7 +117,7 @@ def test_a_whole_dead_worker_is_found_by_its_silent_heartbeat(app, client, edito
     """Worker and horse both SIGKILLed: RQ still says "started", so only the heartbeat tells. A live
     import is never failed early; one silent for DEAD_AFTER is, counted, and its file deleted."""
     import_id, path = _big_import(app, client)
-    horse = _wait_for(lambda: _work_horse(worker.pid, path), 30, "the work horse with the file open")
+    horse = wait_until(lambda: _work_horse(worker.pid, path), 30, "the work horse with the file open", interval=0.05)
     for pid in dict.fromkeys([horse, *_children(worker.pid), worker.pid]):  # the scheduler too: nothing may outlive it
         with contextlib.suppress(ProcessLookupError):  # a child that exited with its parent is already gone
             os.kill(pid, signal.SIGKILL)

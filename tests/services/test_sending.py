@@ -158,7 +158,7 @@ def test_pause_mid_batch_stops_before_the_next_refill_and_resume_keeps_the_place
         app.config["SEND_CONCURRENCY"] = 4
         campaign_states.launch(campaign_id, user_id)
         recipients.freeze(campaign_id)
-        real = MultitelClient(app.config["MULTITEL_API_URL"], Credentials("sandbox", "sandbox"))
+        real = _sandbox_client(app)
         posted, lock, paused = [], threading.Lock(), threading.Event()
 
         class PausingClient:
@@ -303,6 +303,11 @@ def _elsewhere(app, action) -> None:
     thread = threading.Thread(target=run)
     thread.start()
     thread.join(30)
+
+
+def _sandbox_client(app) -> MultitelClient:
+    """The client a batch would make for the sandbox, for tests that wrap it."""
+    return MultitelClient(app.config["MULTITEL_API_URL"], Credentials("sandbox", "sandbox"))
 
 
 def _redis():
@@ -454,7 +459,7 @@ def test_a_cap_set_mid_batch_ends_an_uncapped_batch_and_its_unposted_reservation
         app.config["SEND_CONCURRENCY"] = 1
         campaign_states.launch(campaign_id, user_id)
         recipients.freeze(campaign_id)
-        real = MultitelClient(app.config["MULTITEL_API_URL"], Credentials("sandbox", "sandbox"))
+        real = _sandbox_client(app)
         posted = []
 
         def set_cap():

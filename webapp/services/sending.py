@@ -584,6 +584,46 @@ def _backoff(settings: _Settings, attempts: int, retry_after: float | None) -> f
     return max(delay, min(retry_after or 0.0, settings.backoff_cap))  # a year-long Retry-After is not obeyed
 
 
+_REPLY_COLUMNS = {"id": Integer, "unique_id": _message.c.unique_id.type, "pid": _message.c.pid.type,
+                  "parts": _message.c.reply_parts.type, "cost": _message.c.reply_cost.type}
+
+
+def _accepted_statement(postgresql: bool):
+    """The UPDATE that records accepted replies, guarded by the claim token (see record_accepted).
+
+    On PostgreSQL one UPDATE ... FROM unnest(arrays) takes the whole round: one statement, one firing of
+    the tally trigger, the same SQL text whatever the count (so PostgreSQL keeps it prepared). On SQLite
+    the same UPDATE runs once per row (executemany), its triggers being per row anyway.
+    """
+    if postgresql:
+        arrays = (bindparam(f"b_{name}", type_=ARRAY(type_)) for name, type_ in _REPLY_COLUMNS.items())
+        reply = func.unnest(*arrays).table_valued(
+            *(column(name, type_) for name, type_ in _REPLY_COLUMNS.items())).render_derived(name="reply")
+        source = reply.c
+    else:
+        source = {name: bindparam(f"b_{name}", type_=type_) for name, type_ in _REPLY_COLUMNS.items()}
+    was_unknown = _message.c.status == MessageStatus.UNKNOWN
+    moving = or_(_message.c.status == MessageStatus.SENDING, was_unknown)
+    return (
+        update(_message)
+        .where(_message.c.id == source["id"],
+               or_(and_(_message.c.claim_token == bindparam("b_token"),
+                        or_(*(_message.c.status == status for status in AFTER_ACCEPTED))),
+                   was_unknown))
+        .values(claim_token=None, claimed_at=None,
+                # A faster callback's final state keeps its reason (why it was undelivered).
+                error=case((moving, None), else_=_message.c.error),
+                sent_twice=case((was_unknown, _message.c.resent), else_=_message.c.sent_twice),
+                status=case((moving, MessageStatus.ACCEPTED), else_=_message.c.status),
+                unique_id=source["unique_id"], pid=source["pid"], reply_parts=source["parts"],
+                reply_cost=source["cost"], billed_parts=func.coalesce(_message.c.billed_parts, source["parts"]),
+                billed_cost=func.coalesce(_message.c.billed_cost, source["cost"]))
+    )
+
+
+_RECORD_ACCEPTED = {postgresql: _accepted_statement(postgresql) for postgresql in (False, True)}
+
+
 def record_accepted(token: str, accepted: list[dict]) -> None:
     """Record accepted rows ({id, unique_id, pid, parts, cost} each) in one statement, guarded by the claim.
 
@@ -594,36 +634,13 @@ def record_accepted(token: str, accepted: list[dict]) -> None:
     called the row unknown (its claim cleared) is still the provider's word that it was sent: take it, and
     if a person had resent it meanwhile, count the message as sent twice.
     """
-    columns = {"id": Integer, "unique_id": _message.c.unique_id.type, "pid": _message.c.pid.type,
-               "parts": _message.c.reply_parts.type, "cost": _message.c.reply_cost.type}
     if _is_postgresql():
-        # One UPDATE ... FROM unnest(arrays) for the whole round: one statement, one firing of the tally
-        # trigger, the same SQL text whatever the count (so PostgreSQL keeps it prepared).
-        arrays = (bindparam(f"b_{name}", type_=ARRAY(type_)) for name, type_ in columns.items())
-        reply = func.unnest(*arrays).table_valued(
-            *(column(name, type_) for name, type_ in columns.items())).render_derived(name="reply")
-        source, guard, parameters = reply.c, [_message.c.id == reply.c.id], {
-            f"b_{name}": [row[name] for row in accepted] for name in columns}
-    else:  # SQLite: the same UPDATE once per row (executemany), its triggers being per row anyway
-        source = {name: bindparam(f"b_{name}", type_=type_) for name, type_ in columns.items()}
-        guard, parameters = [_message.c.id == source["id"]], [{f"b_{k}": v for k, v in row.items()} for row in accepted]
-    was_unknown = _message.c.status == MessageStatus.UNKNOWN
-    moving = or_(_message.c.status == MessageStatus.SENDING, was_unknown)
-    statement = (
-        update(_message)
-        .where(*guard, or_(and_(_message.c.claim_token == token,
-                                or_(*(_message.c.status == status for status in AFTER_ACCEPTED))),
-                           was_unknown))
-        .values(claim_token=None, claimed_at=None,
-                # A faster callback's final state keeps its reason (why it was undelivered).
-                error=case((moving, None), else_=_message.c.error),
-                sent_twice=case((was_unknown, _message.c.resent), else_=_message.c.sent_twice),
-                status=case((moving, MessageStatus.ACCEPTED), else_=_message.c.status),
-                unique_id=source["unique_id"], pid=source["pid"], reply_parts=source["parts"],
-                reply_cost=source["cost"], billed_parts=func.coalesce(_message.c.billed_parts, source["parts"]),
-                billed_cost=func.coalesce(_message.c.billed_cost, source["cost"]))
-    )
-    db.session.execute(statement, parameters)
+        parameters = {f"b_{name}": [row[name] for row in accepted] for name in _REPLY_COLUMNS} | {"b_token": token}
+        db.session.execute(_RECORD_ACCEPTED[True], parameters)
+    else:
+        db.session.execute(_RECORD_ACCEPTED[False],
+                           [{f"b_{name}": row[name] for name in _REPLY_COLUMNS} | {"b_token": token}
+                            for row in accepted])
 
 
 def _record(context: _Context, token: str, rows: list, results: list[SendResult], totals: dict,
