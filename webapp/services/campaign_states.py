@@ -188,6 +188,51 @@ def cancel(campaign_id: int, user_id: int | None) -> int:
     return cancelled
 
 
+def cancel_leftovers(campaign_id: int) -> int:
+    """Messages that came back unsent after their campaign was stopped for good (a POST on the wire at the
+    cancel whose reply said "try again") are cancelled too, so nothing stays queued in a campaign that
+    will never send it; one guarded UPDATE, run after the reply's commit, so a cancel committed on either
+    side of it is seen by one of the two statements."""
+    stopped = select(Campaign.id).where(Campaign.id == campaign_id,
+                                        Campaign.status.in_((CampaignStatus.CANCELLED, CampaignStatus.FAILED)))
+    cancelled = db.session.execute(
+        update(Message).where(Message.campaign_id == campaign_id, Message.status == MessageStatus.CREATED,
+                              stopped.exists())
+        .values(status=MessageStatus.CANCELLED, claim_token=None, claimed_at=None)
+    ).rowcount
+    if cancelled:
+        audit(campaign_id, None, "not sent", f"{cancelled} message{'s' if cancelled != 1 else ''} on the wire "
+              "when it ended came back unsent; they will not be sent")
+    db.session.commit()
+    return cancelled
+
+
+def cancel_held(campaign_id: int, user_id: int | None) -> int:
+    """A person's choice: the messages held for quiet hours are not sent at their window; the rest goes on.
+
+    Only rows still held and unclaimed are cancelled (one guarded UPDATE): a held row a batch claimed
+    meanwhile, its window having opened, is the batch's to send. The campaign completes at once when
+    nothing else remains."""
+    if not _move(campaign_id, (CampaignStatus.SENDING,), CampaignStatus.SENDING) and not _move(
+            campaign_id, (CampaignStatus.PAUSED,), CampaignStatus.PAUSED):
+        _refuse(campaign_id, "changed")
+    cancelled = db.session.execute(
+        update(Message).where(Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN,
+                              Message.status == MessageStatus.CREATED, Message.held.is_(True),
+                              Message.claim_token.is_(None))
+        .values(status=MessageStatus.CANCELLED)
+    ).rowcount
+    if not cancelled:
+        db.session.rollback()
+        raise CampaignProblem("No message is held for quiet hours any more: they were sent or are being sent. "
+                              "Reload to see the campaign.")
+    audit(campaign_id, user_id, "cancelled held messages",
+          f"{cancelled} message{'s' if cancelled != 1 else ''} held for quiet hours will not be sent")
+    db.session.commit()
+    complete_if_done(campaign_id)
+    return cancelled
+
+
 def fail(campaign_id: int, reason: str) -> bool:
     """The campaign can't go on at all (its lists or sender number are gone)."""
     if not _move(campaign_id, ACTIVE, CampaignStatus.FAILED, failed_reason=reason, finished_at=utcnow()):

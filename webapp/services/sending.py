@@ -683,6 +683,8 @@ def _record(context: _Context, token: str, rows: list, results: list[SendResult]
         _relax_commit()
         db.session.commit()
     totals["accepted"] += len(accepted)
+    if any(values.get("status") is MessageStatus.CREATED for values in others):
+        campaign_states.cancel_leftovers(context.campaign_id)  # only if it was cancelled meanwhile
     if account_problem:
         campaign_states.pause(context.campaign_id, None, f"Paused by the provider's answer: {account_problem}")
         return "account", None

@@ -17,7 +17,15 @@ from sqlalchemy import case, delete, func, insert, literal, select, text, union_
 from sqlalchemy.exc import DBAPIError
 
 from webapp.extensions import db
-from webapp.models import Campaign, CampaignMinute, CampaignTally, Message, MessageKind, TallyDelta
+from webapp.models import (
+    Campaign,
+    CampaignMinute,
+    CampaignStatus,
+    CampaignTally,
+    Message,
+    MessageKind,
+    TallyDelta,
+)
 from webapp.tally_triggers import BUCKETS, REASON_LENGTH
 
 MEASURES = ("messages", "parts", "estimated", "billed", "unbilled", "mismatched", "sent_twice")
@@ -25,6 +33,7 @@ MEASURES = ("messages", "parts", "estimated", "billed", "unbilled", "mismatched"
 POSTED = ("sending", "accepted", "delivered", "undelivered", "unknown", "replaced")
 FINAL = ("delivered", "undelivered")  # the delivery report's last word
 FAILED = ("failed", "undelivered")
+STOPPED = (CampaignStatus.CANCELLED, CampaignStatus.FAILED)  # ended for good: what was left is never sent
 
 
 @dataclass
@@ -59,6 +68,27 @@ class Figures:
     def percent_done(self) -> int | None:
         """Dealt with, of all its messages (rounded down); None while it has none."""
         return self.done * 100 // self.messages if self.messages else None
+
+    @property
+    def posted(self) -> int:
+        """Recipients whose message left or may have left: sent, or on the wire (one per recipient)."""
+        return self.sent + self.count("sending") - int(self.total("sent_twice"))
+
+    @property
+    def to_send(self) -> int:
+        """Recipients who were to be sent a message: all but those who opted out after launch."""
+        return self.messages - self.count("opted_out")
+
+    @property
+    def percent_sent(self) -> int | None:
+        """Posted, of what was to be sent (rounded down); None while nothing was to be sent."""
+        return min(100, self.posted * 100 // self.to_send) if self.to_send > 0 else None
+
+    def percent_for(self, status: CampaignStatus) -> int | None:
+        """The progress a campaign's bar shows: dealt with, of all its messages; once it was stopped for good
+        (cancelled, or failed), what was sent of what was to be sent, since the messages it never sent are
+        dealt with only in the sense that they never will be."""
+        return self.percent_sent if status in STOPPED else self.percent_done
 
     @property
     def sent(self) -> int:
