@@ -16,7 +16,7 @@ from webapp.extensions import db
 from webapp.models import AuditEntry, Campaign, CampaignStatus, Message, MessageKind, MessageStatus, Role
 from webapp.provider.segments import Encoding
 from webapp.queues import get_queue, redis_connection
-from webapp.services import campaign_states, recipients
+from webapp.services import campaign_states, recipients, sending
 
 NEW_YORK = "America/New_York"
 
@@ -406,7 +406,7 @@ def test_a_draft_page_is_the_composer_and_a_launched_page_is_not(app, client, se
 # --- who may --------------------------------------------------------------------------------------------
 
 
-ACTIONS = ["launch", "pause", "resume", "cancel", "unschedule", "resend", "budget"]
+ACTIONS = ["launch", "pause", "resume", "cancel", "unschedule", "resend", "budget", "cancel-held"]
 
 
 @pytest.mark.parametrize("action", ACTIONS)
@@ -571,3 +571,122 @@ def test_a_viewer_sees_no_budget_form_nor_resend_button(app, client, auth, setup
     main = page.split('<main id="main"')[1].split("</main>")[0]
     assert "<form" not in main and "<button" not in main
     assert 'id="resend"' not in page and "Save the budget cap" not in page and 'id="resume"' not in page
+
+
+# --- how a campaign reads: only held messages left, and a cancel with messages on the wire -----------------
+
+
+def _sent_and_held(app, campaign_id: int, held_for: timedelta = timedelta(hours=2)) -> datetime:
+    """Freeze the 4 recipients: 3 accepted, the last held for quiet hours until `held_for` from now (returned)."""
+    opening = datetime.now(UTC).replace(tzinfo=None, microsecond=0) + held_for
+    with app.app_context():
+        recipients.freeze(campaign_id)
+        ids = db.session.scalars(select(Message.id).where(Message.campaign_id == campaign_id)
+                                 .order_by(Message.id)).all()
+        db.session.execute(update(Message).where(Message.id.in_(ids[:3])).values(status=MessageStatus.ACCEPTED))
+        db.session.execute(update(Message).where(Message.id == ids[3]).values(held=True, not_before=opening))
+        db.session.commit()
+    return opening
+
+
+def test_only_held_messages_left_the_state_line_says_so_names_them_and_offers_the_choice(app, client, setup):
+    """Nothing left but one message held for quiet hours: the state line says what was sent and until when the
+    rest waits (the team's clock), links to the held messages, and offers cancelling them beside the default."""
+    campaign_id = setup["campaign"]
+    _launch(client, campaign_id, quiet_hours="y")
+    opening = _sent_and_held(app, campaign_id)
+    local = opening.replace(tzinfo=UTC).astimezone(ZoneInfo(NEW_YORK))
+    clock = f"{local:%H:%M}" if local.date() == datetime.now(ZoneInfo(NEW_YORK)).date() else f"{local:%Y-%m-%d %H:%M}"
+    page = client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True)
+    line = page.split('id="only-held"')[1].split("</div>")[0]
+    assert f"<strong>3 sent; 1 waits for quiet hours until {clock} your time (America/New_York).</strong>" in line
+    assert f'href="/campaigns/{campaign_id}/messages?status=held" id="held-messages">See the held message<' in line
+    assert "By default it is <strong>sent at its window</strong>: nothing to do. Or:" in line
+    assert f'action="/campaigns/{campaign_id}/cancel-held"' in line and 'name="csrf_token"' in line
+    assert 'id="cancel-held">Cancel the held message</button>' in line
+    assert 'id="held"' not in page  # the general note would say it twice
+    held = client.get(f"/campaigns/{campaign_id}/messages?status=held").get_data(as_text=True)
+    assert "+14155550103" in held and "+14155550100" not in held
+
+
+def test_held_messages_wait_for_quiet_hours_alongside_queued_ones_without_the_choice(app, client, setup):
+    """While other messages are still queued, the held ones are a note, not the state line."""
+    campaign_id = setup["campaign"]
+    _launch(client, campaign_id, quiet_hours="y")
+    _sent_and_held(app, campaign_id)
+    with app.app_context():
+        first = db.session.scalar(select(func.min(Message.id)).where(Message.campaign_id == campaign_id))
+        db.session.execute(update(Message).where(Message.id == first).values(status=MessageStatus.CREATED))
+        db.session.commit()
+    page = client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True)
+    assert 'id="only-held"' not in page and 'id="cancel-held"' not in page and 'id="held"' in page
+
+
+def test_cancelling_the_held_messages_completes_the_campaign_and_is_logged(app, client, setup):
+    campaign_id = setup["campaign"]
+    _launch(client, campaign_id, quiet_hours="y")
+    _sent_and_held(app, campaign_id)
+    page = client.post(f"/campaigns/{campaign_id}/cancel-held", follow_redirects=True).get_data(as_text=True)
+    assert "1 held message will not be sent." in page
+    assert _campaign(app, campaign_id).status is CampaignStatus.COMPLETED
+    assert _audit(app, campaign_id)[-2:] == [("cancelled held messages", "ed@example.com"), ("completed", "engine")]
+    assert "cancelled held messages: 1 message held for quiet hours will not be sent</td>" in page
+    again = client.post(f"/campaigns/{campaign_id}/cancel-held", follow_redirects=True).get_data(as_text=True)
+    assert "The campaign is completed now, so it can&#39;t be changed." in again
+
+
+def test_a_viewer_sees_the_held_line_but_not_the_choice(app, client, auth, setup):
+    campaign_id = setup["campaign"]
+    _launch(client, campaign_id, quiet_hours="y")
+    _sent_and_held(app, campaign_id)
+    auth.logout()
+    auth.login("viewer@example.com")
+    page = client.get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    assert "3 sent; 1 waits for quiet hours until" in page and 'id="cancel-held"' not in page
+    assert client.post(f"/campaigns/{campaign_id}/cancel-held").status_code == 403
+    assert _campaign(app, campaign_id).status is CampaignStatus.SENDING
+
+
+def test_cancelling_held_messages_needs_the_csrf_token(app, client, setup):
+    """With CSRF on (as in production), a POST without the token is refused and nothing is cancelled."""
+    campaign_id = setup["campaign"]
+    _launch(client, campaign_id, quiet_hours="y")
+    _sent_and_held(app, campaign_id)
+    app.config["WTF_CSRF_ENABLED"] = True
+    try:
+        assert client.post(f"/campaigns/{campaign_id}/cancel-held").status_code == 400
+    finally:
+        app.config["WTF_CSRF_ENABLED"] = False
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).where(Message.campaign_id == campaign_id,
+                                                            Message.status == MessageStatus.CANCELLED)) == 0
+
+
+def test_a_cancelled_campaign_counts_what_was_sent_and_its_in_flight_message_drains(app, client, setup):
+    """Cancelled with 2 accepted, 1 in flight and 1 queued: 3 of 4 sent (75%, on the page and the dashboard, not
+    100%), the message on the wire says how it ends, and once the sweep calls it unknown no in-flight figure stays."""
+    campaign_id = setup["campaign"]
+    _launch(client, campaign_id)
+    with app.app_context():
+        recipients.freeze(campaign_id)
+        ids = db.session.scalars(select(Message.id).where(Message.campaign_id == campaign_id)
+                                 .order_by(Message.id)).all()
+        db.session.execute(update(Message).where(Message.id.in_(ids[:2])).values(status=MessageStatus.ACCEPTED))
+        db.session.execute(update(Message).where(Message.id == ids[2]).values(
+            status=MessageStatus.SENDING, sent_at=datetime.now(UTC).replace(tzinfo=None), claim_token="gone"))
+        db.session.commit()
+    page = client.post(f"/campaigns/{campaign_id}/cancel", follow_redirects=True).get_data(as_text=True)
+    assert "3 of 4 messages sent before it was cancelled (75%); 1 not sent." in page
+    assert 'aria-valuenow="75"' in page.split('id="campaign-status"')[1]
+    assert "1 message was on its way to the provider when it was cancelled" in page
+    assert '<dd id="count-sending">1</dd>' in page and 'id="count-created"' not in page
+    assert 'id="count-held"' not in page
+    dashboard = client.get("/").get_data(as_text=True).split(f'id="campaign-{campaign_id}"')[1].split("</tr>")[0]
+    assert ">75% sent</span>" in dashboard and "100%" not in dashboard
+    with app.app_context():
+        later = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=app.config["SEND_IN_FLIGHT_SECONDS"] + 1)
+        sending.recover(later)
+    page = client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True)
+    assert 'id="count-sending"' not in page and 'id="in-flight-after-end"' not in page
+    assert '<dd id="count-unknown">1</dd>' in page
+    assert "3 of 4 messages sent before it was cancelled (75%); 1 not sent." in page

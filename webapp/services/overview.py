@@ -58,8 +58,14 @@ class CampaignLine:
 
     @property
     def percent(self) -> int | None:
-        """None while it has no messages (scheduled, or its audience not frozen yet)."""
-        return self.figures.percent_done
+        """Dealt with, or once stopped for good what was sent of what was to be sent (tallies.Figures.percent_for);
+        None while it has no messages (scheduled, or its audience not frozen yet)."""
+        return self.figures.percent_for(self.campaign.status)
+
+    @property
+    def stopped(self) -> bool:
+        """Cancelled or failed: its percent counts what was sent, not what was dealt with."""
+        return self.campaign.status in tallies.STOPPED
 
     @property
     def sent(self) -> int:

@@ -305,7 +305,7 @@ def _duration(seconds: float) -> str:
 def _engine_helpers() -> dict:
     """Times in the team's zone, durations and exclusion labels, for the campaign templates."""
     return {"team_time": _team_time, "team_zone": lambda: _team_zone().key, "exclusion_label": _exclusion_label,
-            "duration": _duration}
+            "duration": _duration, "clock_time": _clock_time}
 
 
 def _require_editor() -> None:
@@ -423,13 +423,15 @@ def _status_context(campaign: Campaign) -> dict:
         .order_by(AuditEntry.id.desc()).limit(AUDIT_SHOWN)).all()
     return {
         "shown": shown, "figures": figures, "counts": {bucket: figures.count(bucket) for bucket in BUCKETS},
-        "total": figures.messages, "done": figures.done, "percent": figures.percent_done or 0,
+        "total": figures.messages, "done": figures.done, "percent": figures.percent_for(campaign.status) or 0,
+        "stopped": campaign.status in tallies.STOPPED, "only_held": _only_held(campaign, figures),
+        "in_flight_minutes": -(-current_app.config["SEND_IN_FLIGHT_SECONDS"] // 60),
         "billed": figures.billed, "spend": figures.spend, "estimated": figures.estimated,
         "held": figures.count("held"), "held_until": shown.held_until,
         "sent_twice": int(figures.total("sent_twice")), "mismatched": int(figures.total("mismatched")),
         "reasons": figures.reasons[:REASONS_SHOWN], "more_reasons": max(0, len(figures.reasons) - REASONS_SHOWN),
         "chart": charts.cumulative_chart(shown.timeline, CHART_SERIES, campaign.launched_at or utcnow(),
-                                         campaign.finished_at or utcnow()),
+                                         campaign.finished_at or utcnow(), _team_zone()),
         "cap_percent": progress.spend_against(figures, campaign.budget_cap),
         "unconfirmed": shown.unconfirmed, "grace_minutes": current_app.config["UNCONFIRMED_GRACE_SECONDS"] // 60,
         "overdue_minutes": overdue_after // 60, "count_cap": progress.COUNT_CAP,
@@ -438,6 +440,21 @@ def _status_context(campaign: Campaign) -> dict:
         # Before the audience is frozen there are no rows to add up: the review's estimate stands in.
         "summary": audience.latest_summary(campaign) if campaign.prepared_at is None else None,
     }
+
+
+def _only_held(campaign: Campaign, figures: tallies.Figures) -> bool:
+    """Sending, and nothing is left but messages held for quiet hours: the state line says so and offers a choice."""
+    return (campaign.status is CampaignStatus.SENDING and campaign.prepared_at is not None
+            and figures.count("held") > 0 and not figures.count("created", "sending"))
+
+
+def _clock_time(moment: datetime | None) -> str:
+    """A stored moment as the team's wall clock: "22:00" today, with its date on another day."""
+    if moment is None:
+        return ""
+    zone = _team_zone()
+    local = moment.replace(tzinfo=UTC).astimezone(zone)
+    return f"{local:%H:%M}" if local.date() == datetime.now(zone).date() else f"{local:%Y-%m-%d %H:%M}"
 
 
 @bp.get("/<int:campaign_id>/status")
@@ -457,7 +474,7 @@ def _act(campaign_id: int, action, done: str):
         db.session.rollback()
         flash(str(problem), "warning")
     else:
-        flash(done.format(result=result), "success")
+        flash(done.format(result=result, plural="s" if result != 1 else ""), "success")
     return _back(campaign_id)
 
 
@@ -500,6 +517,15 @@ def _cancelled_text(campaign_id: int, not_sent: int) -> str:
     sent = figures.sent + figures.count("sending")
     return (f"Cancelled: {not_sent:,} message{'s' if not_sent != 1 else ''} will not be sent; "
             f"{sent:,} had been sent.")
+
+
+@bp.post("/<int:campaign_id>/cancel-held")
+@login_required
+def cancel_held(campaign_id: int):
+    """Cancel the messages held for quiet hours instead of sending them at their window (audited)."""
+    _require_editor()
+    return _act(campaign_id, campaign_states.cancel_held,
+                "{result:,} held message{plural} will not be sent.")
 
 
 @bp.post("/<int:campaign_id>/unschedule")
