@@ -95,3 +95,54 @@ def test_review_launch_and_watch_the_campaign_complete(app, callbacks_here, page
     assert page.locator("#spend-total").inner_text() == f"{billed:,.4f} USD"
     per_number = Counter(send["to"] for send in sends)
     assert len(per_number) == RECIPIENTS and set(per_number.values()) == {1}
+
+
+def test_the_chart_reads_on_a_phone(app, page):
+    """At 390 px wide the chart fits the screen, its labels keep a legible size (12 px, not the drawing's
+    scale), each time label stays inside the chart and none overlaps another."""
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from tests.factories import make_launched_campaign
+    from webapp.models import Campaign, Message, MessageStatus, utcnow
+
+    with app.app_context():
+        team = make_team("Acme")
+        team.timezone = "America/New_York"
+        db.session.commit()
+        make_user(team, Role.VIEWER, "viewer@example.com")
+        campaign = make_launched_campaign(team, 40)
+        campaign.launched_at = utcnow() - timedelta(hours=2, minutes=10)
+        db.session.commit()
+        campaign_id = campaign.id
+        ids = db.session.scalars(select(Message.id).where(Message.campaign_id == campaign_id)).all()
+        db.session.execute(update(Message).where(Message.id.in_(ids[:30]))
+                           .values(status=MessageStatus.DELIVERED, sent_at=utcnow()))
+        db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(status="completed"))
+        db.session.commit()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto("/login")
+    page.get_by_label("Email").fill("viewer@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/")
+    page.goto(f"/campaigns/{campaign_id}")
+    page.locator("#timeline svg").first.scroll_into_view_if_needed()
+    screenshot(page, "phone-campaign-chart")
+    found = page.evaluate("""() => {
+        const frame = document.querySelector('#timeline svg').getBoundingClientRect();
+        const labels = document.querySelectorAll('#timeline text');
+        const box = (node) => { const r = node.getBoundingClientRect(); return [r.left, r.right, r.top, r.bottom]; };
+        return {frame: [frame.left, frame.right], page: [document.scrollingElement.scrollWidth, window.innerWidth],
+                sizes: [...labels].map(n => parseFloat(getComputedStyle(n).fontSize)),
+                heights: [...labels].map(n => n.getBoundingClientRect().height),
+                times: [...document.querySelectorAll('#timeline .chart-times text')].map(box)};
+    }""")
+    assert found["page"][0] <= found["page"][1], found["page"]
+    assert found["frame"][0] >= 0 and found["frame"][1] <= 390, found["frame"]
+    assert len(found["sizes"]) >= 4 and min(found["sizes"]) >= 11 and min(found["heights"]) >= 10, found
+    times = found["times"]
+    assert len(times) >= 3
+    assert all(found["frame"][0] <= left and right <= found["frame"][1] for left, right, _, _ in times), times
+    assert all(earlier[1] < later[0] for earlier, later in zip(times, times[1:], strict=False)), times

@@ -1,14 +1,14 @@
 """The launched campaign's live fragment: figures from the tallies, bounded queries, chart and reasons."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from sqlalchemy import select, update
 
 from tests.conftest import statements_run
 from tests.factories import PASSWORD, make_launched_campaign, make_team, make_user
 from webapp.extensions import db
-from webapp.models import Campaign, Message, MessageStatus, utcnow
+from webapp.models import Campaign, Message, MessageStatus, Team, utcnow
 from webapp.services import tallies
 
 
@@ -86,3 +86,31 @@ def test_the_send_rate_and_time_left_while_sending(app, client):
     assert 0.1 <= float(found[1]) <= 0.2  # 12 posted over 60 to 120 seconds
     left = int(found[2]) * (60 if found[3] == "min" else 1)
     assert 40 <= left <= 80  # 8 queued at that rate
+
+
+def test_the_chart_has_labelled_axes_in_the_team_zone_and_no_script(app, client):
+    """Counts on gridlines and the times in the team's zone, drawn by the server: labels in an outer svg without
+    viewBox (their size holds on a phone), the lines in a plot that stretches."""
+    from zoneinfo import ZoneInfo
+
+    campaign_id = _signed_in(app, client, 10)
+    launched = utcnow().replace(microsecond=0) - timedelta(minutes=30)
+    with app.app_context():
+        campaign = db.session.get(Campaign, campaign_id)
+        campaign.launched_at = launched
+        db.session.get(Team, campaign.team_id).timezone = "Asia/Kolkata"
+        db.session.commit()
+    _move(app, campaign_id, 0, 10, status=MessageStatus.SENDING, sent_at=utcnow())
+    _move(app, campaign_id, 0, 6, status=MessageStatus.DELIVERED)
+    chart = client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True)
+    chart = chart.split('id="timeline"')[1].split("</figure>")[0]
+    frame = chart.split("<svg")[1].split(">")[0]
+    assert "viewBox" not in frame and 'role="img"' in frame
+    assert 'viewBox="0 0 640 150" preserveAspectRatio="none"' in chart.split("<svg")[2]
+    counts = re.findall(r"<text x=\"4\" [^>]*>([^<]+)</text>", chart)
+    assert counts == ["5", "10 messages"]
+    times = re.findall(r'<text x="[0-9.]+%"[^>]*>([^<]+)</text>', chart)
+    kolkata = ZoneInfo("Asia/Kolkata")
+    assert times[0] == f"{launched.replace(tzinfo=UTC).astimezone(kolkata):%H:%M}"
+    assert all(re.fullmatch(r"\d\d:\d0", label) for label in times[1:-1]) and len(times) >= 3, times
+    assert "<script" not in chart and " style=" not in chart
