@@ -21,7 +21,7 @@ from werkzeug.test import encode_multipart
 from tests.factories import make_campaign, make_list, make_team, make_user
 from tests.services.test_campaign_drafts import png_bytes
 from webapp.extensions import db
-from webapp.models import Campaign, ContactImport, OptOutImport, Role, Team
+from webapp.models import Campaign, Contact, ContactImport, OptOutImport, Role, Team
 from webapp.services import disk
 
 FILE_LIMIT = 256 * 1024  # what a child may write into any one file
@@ -81,7 +81,8 @@ def _post(client, url: str, field: str, data: bytes, filename: str) -> dict:
     """POST one file as a browser does; the body is built in memory (the test client would spool it to disk)."""
     boundary, body = encode_multipart({field: FileStorage(io.BytesIO(data), filename)})
     response = client.post(url, data=body, content_type=f"multipart/form-data; boundary={boundary}")
-    return {"status": response.status_code, "page": html.unescape(response.get_data(as_text=True))}
+    return {"status": response.status_code, "page": html.unescape(response.get_data(as_text=True)),
+            "location": response.headers.get("Location")}
 
 
 def _files(folder) -> list[str]:
@@ -141,23 +142,71 @@ def test_an_mms_image_on_a_full_disk_keeps_the_draft_as_it_was(app, client, team
     assert client.get(f"/campaigns/{campaign_id}/image").data == png_bytes()
 
 
-def test_write_new_file_leaves_nothing_on_a_full_tmpfs(tmp_path):
-    """On a real full filesystem (ENOSPC) the helper raises DiskFull and the file is gone."""
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A folder on a 2 MB tmpfs that really fills (ENOSPC); skipped where mounting is not permitted."""
     folder = tmp_path / "small"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(folder)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(folder)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"mounting a tmpfs is not permitted here: {mounted.stderr.strip()}")
     try:
-        with pytest.raises(disk.DiskFull) as raised:
-            disk.write_new_file(folder / "upload.csv", [b"x" * 4096] * 64)
-        assert raised.value.__cause__.errno == disk.errno.ENOSPC
-        assert str(raised.value) == "The server's disk is full; nothing was imported."
-        assert list(folder.iterdir()) == []
-        assert disk.write_new_file(folder / "fits.csv", [b"x" * 4096]) == 4096  # room again once it is gone
+        yield folder
     finally:
-        subprocess.run(["umount", str(folder)], check=True)
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_write_new_file_leaves_nothing_on_a_full_tmpfs(small_tmpfs):
+    """On a real full filesystem (ENOSPC) the helper raises DiskFull and the file is gone."""
+    with pytest.raises(disk.DiskFull) as raised:
+        disk.write_new_file(small_tmpfs / "upload.csv", [b"x" * 65536] * 64)
+    assert raised.value.__cause__.errno == disk.errno.ENOSPC
+    assert str(raised.value) == "The server's disk is full; nothing was imported."
+    assert list(small_tmpfs.iterdir()) == []
+    assert disk.write_new_file(small_tmpfs / "fits.csv", [b"x" * 4096]) == 4096  # room again once it is gone
+
+
+def test_an_import_job_that_meets_a_full_disk_fails_with_that_reason(app_config, tmp_path, small_tmpfs):
+    """The embedded default keeps SQLite in the instance folder: the import job that finds that disk full
+    fails with the reason on its page, keeps no part of the batch that did not fit, and deletes its file."""
+    from webapp import create_app
+    from webapp.queues import redis_connection
+    from webapp.services import imports as importer
+
+    app = create_app(dict(app_config, SQLALCHEMY_DATABASE_URI=f"sqlite:///{small_tmpfs / 'campaigns.sqlite3'}",
+                          UPLOAD_FOLDER=str(tmp_path / "uploads")))
+    client = app.test_client()
+    try:
+        with app.app_context():
+            db.create_all()
+            make_user(make_team("Acme"), Role.EDITOR, "ed@example.com")
+        client.post("/login", data={"email": "ed@example.com", "password": "correct horse battery"})
+        rows = b"".join(b"Someone %d,+1415%07d,Somewhere\r\n" % (n, 5550000 + n) for n in range(30000))
+        import_id = int(_post(client, "/imports/", "file", b"Name,Mobile,City\r\n" + rows, "c.csv")["location"]
+                        .rsplit("/", 1)[1])
+        started = client.post(f"/imports/{import_id}/start", data={
+            "phone_column": "1", "field_columns": ["0", "2"], "default_country": "US", "list_id": "new",
+            "new_list_name": "Customers"})
+        assert started.status_code == 302
+        with app.app_context(), pytest.raises(Exception) as raised:  # noqa: PT011 - the job raises for RQ
+            importer.run_import(import_id)
+        assert disk.is_no_room(raised.value)
+        with app.app_context():
+            contact_import = db.session.get(ContactImport, import_id)
+            assert contact_import.status == "failed"
+            assert contact_import.error.startswith("The server's disk is full; the import stopped there.")
+            assert contact_import.accepted + contact_import.duplicates + contact_import.rejected \
+                == contact_import.rows_done < 30000
+            assert db.session.scalar(select(func.count()).select_from(Contact)) == contact_import.accepted
+        assert _files(tmp_path / "uploads") == []
+        page = html.unescape(client.get(f"/imports/{import_id}").get_data(as_text=True))
+        assert "The server's disk is full; the import stopped there." in page
+    finally:
+        with app.app_context():
+            redis_connection().flushdb()
+            db.session.remove()
+            db.engine.dispose()
 
 
 def test_no_room_errors_are_told_apart(tmp_path):
