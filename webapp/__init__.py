@@ -158,8 +158,11 @@ def _register_error_pages(app: Flask) -> None:
             with suppress(Exception):  # a failed transaction must not break the error page too
                 db.session.rollback()
         title = errors.get(code, errors[500])[0]
-        template = "_error_fragment.html" if request.headers.get("HX-Request") else "error.html"
-        response = app.make_response((render_template(template, code=code, title=title, message=message), code))
+        if "dashboard.index" not in app.view_functions:  # a callbacks-only server has no pages to link to
+            response = app.make_response((f"{title}: {message}\n", code, {"Content-Type": "text/plain; charset=utf-8"}))
+        else:
+            template = "_error_fragment.html" if request.headers.get("HX-Request") else "error.html"
+            response = app.make_response((render_template(template, code=code, title=title, message=message), code))
         if code == 503:
             response.headers["Retry-After"] = "60"
         return response

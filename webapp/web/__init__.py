@@ -64,7 +64,9 @@ def init_app(app: Flask) -> None:
     )
 
     app.before_request(access.refuse_viewer_changes)
-    for module in (auth, callback_review, contacts, dashboard, health, imports, optouts, settings, users, webhooks):
-        app.register_blueprint(module.bp)
-    for module in (compose, campaigns, messages):
+    modules = (auth, callback_review, contacts, dashboard, health, imports, optouts, settings, users, webhooks,
+               compose, campaigns, messages)
+    if app.config["SERVE_ONLY"] == "callbacks":  # `campaigns serve --only callbacks`: the provider's side only
+        modules = (health, webhooks)
+    for module in modules:
         app.register_blueprint(module.bp)
