@@ -15,6 +15,7 @@ from typing import BinaryIO
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 NOTHING_IMPORTED = "The server's disk is full; nothing was imported."
 NOTHING_SAVED = "The server's disk is full; nothing was saved."
+IMPORT_STOPPED = "The server's disk is full; the import stopped there."  # for a job that met it mid-way
 SQLITE_FULL = 13  # "database or disk is full"
 POSTGRES_DISK_FULL = "53100"
 

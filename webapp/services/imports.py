@@ -48,7 +48,7 @@ from webapp.services.csvfiles import (
     read_preview,
 )
 from webapp.services.csvfiles import sniff_format as sniff
-from webapp.services.disk import chunks_up_to, is_no_room, write_new_file
+from webapp.services.disk import IMPORT_STOPPED, chunks_up_to, is_no_room, write_new_file
 from webapp.services.phones import Rejection, normalize
 
 BATCH_SIZE = 5000
@@ -67,7 +67,6 @@ DEAD_AFTER = timedelta(seconds=60)
 ABANDONED_AFTER = timedelta(hours=24)  # a mapping step nobody confirmed: its upload is deleted
 _STORED_NAME = re.compile(r"[0-9a-f]{32}\.csv")  # how store_upload names files (opt-out uploads differ)
 _OVER = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED)
-DISK_FULL_STOP = "The server's disk is full; the import stopped there."
 _GONE = "gone"  # RQ no longer knows the job (Redis restarted empty, or the result expired)
 
 
@@ -480,7 +479,7 @@ def run_import(import_id: int, job_id: str | None = None) -> None:
     except CsvProblem as problem:
         _fail(import_id, problem.message)
     except Exception as error:
-        cause = DISK_FULL_STOP if is_no_room(error) else f"The import stopped unexpectedly ({type(error).__name__})."
+        cause = IMPORT_STOPPED if is_no_room(error) else f"The import stopped unexpectedly ({type(error).__name__})."
         stopped_here = _fail(import_id, f"{cause} Contacts committed before the failure are kept and counted.")
         if stopped_here:
             raise

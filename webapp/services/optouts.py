@@ -45,7 +45,7 @@ from webapp.services.csvfiles import (
     read_preview,
     sniff_format,
 )
-from webapp.services.disk import chunks_up_to, is_no_room, write_new_file
+from webapp.services.disk import IMPORT_STOPPED, chunks_up_to, is_no_room, write_new_file
 from webapp.services.phones import PhoneNumber, Rejection, normalize
 
 BATCH_SIZE = 5000
@@ -169,6 +169,7 @@ def store_optout_file(upload: FileStorage, team_id: int, user_id: int | None, co
         db.session.add(optout_import)
         db.session.commit()
     except BaseException:
+        db.session.rollback()
         path.unlink(missing_ok=True)
         raise
     try:
@@ -244,8 +245,7 @@ def run_optout_import(import_id: int, job_id: str | None = None) -> None:
     except CsvProblem as problem:
         _fail(import_id, f"The file could not be read: {problem.message}")
     except Exception as error:
-        cause = ("The server's disk is full; the import stopped there." if is_no_room(error)
-                 else f"The import stopped unexpectedly ({type(error).__name__}).")
+        cause = IMPORT_STOPPED if is_no_room(error) else f"The import stopped unexpectedly ({type(error).__name__})."
         if _fail(import_id, f"{cause} Numbers committed before the failure are kept and counted."):
             raise
         # else it was cancelled meanwhile, and its file went with it: nothing failed
