@@ -21,7 +21,7 @@ from werkzeug.test import encode_multipart
 from tests.factories import make_campaign, make_list, make_team, make_user
 from tests.services.test_campaign_drafts import png_bytes
 from webapp.extensions import db
-from webapp.models import Campaign, Contact, ContactImport, OptOutImport, Role, Team
+from webapp.models import Campaign, Contact, ContactImport, OptOutImport, Role, Suppression, Team
 from webapp.services import disk
 
 FILE_LIMIT = 256 * 1024  # what a child may write into any one file
@@ -167,46 +167,78 @@ def test_write_new_file_leaves_nothing_on_a_full_tmpfs(small_tmpfs):
     assert disk.write_new_file(small_tmpfs / "fits.csv", [b"x" * 4096]) == 4096  # room again once it is gone
 
 
-def test_an_import_job_that_meets_a_full_disk_fails_with_that_reason(app_config, tmp_path, small_tmpfs):
-    """The embedded default keeps SQLite in the instance folder: the import job that finds that disk full
-    fails with the reason on its page, keeps no part of the batch that did not fit, and deletes its file."""
+@pytest.fixture
+def app_on_small_disk(app_config, tmp_path, small_tmpfs):
+    """The embedded default's layout with its SQLite database on the small tmpfs (uploads beside it have room),
+    and a signed-in editor's client."""
     from webapp import create_app
     from webapp.queues import redis_connection
-    from webapp.services import imports as importer
 
     app = create_app(dict(app_config, SQLALCHEMY_DATABASE_URI=f"sqlite:///{small_tmpfs / 'campaigns.sqlite3'}",
                           UPLOAD_FOLDER=str(tmp_path / "uploads")))
     client = app.test_client()
-    try:
-        with app.app_context():
-            db.create_all()
-            make_user(make_team("Acme"), Role.EDITOR, "ed@example.com")
-        client.post("/login", data={"email": "ed@example.com", "password": "correct horse battery"})
-        rows = b"".join(b"Someone %d,+1415%07d,Somewhere\r\n" % (n, 5550000 + n) for n in range(30000))
-        import_id = int(_post(client, "/imports/", "file", b"Name,Mobile,City\r\n" + rows, "c.csv")["location"]
-                        .rsplit("/", 1)[1])
-        started = client.post(f"/imports/{import_id}/start", data={
-            "phone_column": "1", "field_columns": ["0", "2"], "default_country": "US", "list_id": "new",
-            "new_list_name": "Customers"})
-        assert started.status_code == 302
-        with app.app_context(), pytest.raises(Exception) as raised:  # noqa: PT011 - the job raises for RQ
-            importer.run_import(import_id)
-        assert disk.is_no_room(raised.value)
-        with app.app_context():
-            contact_import = db.session.get(ContactImport, import_id)
-            assert contact_import.status == "failed"
-            assert contact_import.error.startswith("The server's disk is full; the import stopped there.")
-            assert contact_import.accepted + contact_import.duplicates + contact_import.rejected \
-                == contact_import.rows_done < 30000
-            assert db.session.scalar(select(func.count()).select_from(Contact)) == contact_import.accepted
-        assert _files(tmp_path / "uploads") == []
-        page = html.unescape(client.get(f"/imports/{import_id}").get_data(as_text=True))
-        assert "The server's disk is full; the import stopped there." in page
-    finally:
-        with app.app_context():
-            redis_connection().flushdb()
-            db.session.remove()
-            db.engine.dispose()
+    with app.app_context():
+        db.create_all()
+        make_user(make_team("Acme"), Role.EDITOR, "ed@example.com")
+    client.post("/login", data={"email": "ed@example.com", "password": "correct horse battery"})
+    yield app, client
+    with app.app_context():
+        redis_connection().flushdb()
+        db.session.remove()
+        db.engine.dispose()
+
+
+BIG_FILE_ROWS = 30000  # several batches of 5,000: more than the 2 MB disk holds
+
+
+def test_an_import_job_that_meets_a_full_disk_fails_with_that_reason(app_on_small_disk):
+    """The import job that finds the database's disk full fails with the reason on its page, keeps no part
+    of the batch that did not fit (its counts match its rows), and deletes its file."""
+    from webapp.services import imports as importer
+
+    app, client = app_on_small_disk
+    rows = b"".join(b"Someone %d,+1415%07d,Somewhere\r\n" % (n, 5550000 + n) for n in range(BIG_FILE_ROWS))
+    import_id = int(_post(client, "/imports/", "file", b"Name,Mobile,City\r\n" + rows, "c.csv")["location"]
+                    .rsplit("/", 1)[1])
+    started = client.post(f"/imports/{import_id}/start", data={
+        "phone_column": "1", "field_columns": ["0", "2"], "default_country": "US", "list_id": "new",
+        "new_list_name": "Customers"})
+    assert started.status_code == 302
+    with app.app_context(), pytest.raises(Exception) as raised:  # noqa: PT011 - the job raises for RQ
+        importer.run_import(import_id)
+    assert disk.is_no_room(raised.value)
+    with app.app_context():
+        contact_import = db.session.get(ContactImport, import_id)
+        assert contact_import.status == "failed"
+        assert contact_import.error.startswith("The server's disk is full; the import stopped there.")
+        assert contact_import.accepted + contact_import.duplicates + contact_import.rejected \
+            == contact_import.rows_done < BIG_FILE_ROWS
+        assert db.session.scalar(select(func.count()).select_from(Contact)) == contact_import.accepted
+    assert _files(app.config["UPLOAD_FOLDER"]) == []
+    page = html.unescape(client.get(f"/imports/{import_id}").get_data(as_text=True))
+    assert "The server's disk is full; the import stopped there." in page
+
+
+def test_an_optout_job_that_meets_a_full_disk_fails_with_that_reason(app_on_small_disk):
+    """The same for a file of opt-outs: failed with the reason, the numbers it counted are the ones stored."""
+    from webapp.services import optouts
+
+    app, client = app_on_small_disk
+    numbers = b"phone\r\n" + b"".join(b"+1415%07d\r\n" % (5550000 + n) for n in range(BIG_FILE_ROWS * 2))
+    assert _post(client, "/opt-outs/upload", "file", numbers, "stop.csv")["status"] == 302
+    with app.app_context():
+        import_id = db.session.scalar(select(OptOutImport.id))
+        with pytest.raises(Exception) as raised:  # noqa: PT011 - the job raises for RQ
+            optouts.run_optout_import(import_id)
+    assert disk.is_no_room(raised.value)
+    with app.app_context():
+        optout_import = db.session.get(OptOutImport, import_id)
+        assert optout_import.status == "failed"
+        assert optout_import.error.startswith("The server's disk is full; the import stopped there.")
+        assert optout_import.added == db.session.scalar(select(func.count()).select_from(Suppression))
+    assert _files(app.config["UPLOAD_FOLDER"]) == []
+    page = html.unescape(client.get(f"/opt-outs/imports/{import_id}").get_data(as_text=True))
+    assert "The server's disk is full; the import stopped there." in page
 
 
 def test_no_room_errors_are_told_apart(tmp_path):
