@@ -101,3 +101,13 @@ def test_secret_key_given_by_the_caller_is_checked_too(clean_env, tmp_path):
     """A key passed to the factory obeys the same rule as one from the environment."""
     with pytest.raises(ConfigError, match="repeated"):
         load_config(str(tmp_path), {"SECRET_KEY": "b" * 40})
+
+
+@pytest.mark.parametrize("value", ["dashboard", "Callbacks", "webhooks"])
+def test_unknown_serve_only_is_refused(clean_env, tmp_path, value):
+    """SERVE_ONLY is empty (everything) or exactly "callbacks"; anything else stops the start with its name."""
+    clean_env.setenv("SERVE_ONLY", value)
+    with pytest.raises(ConfigError, match="SERVE_ONLY"):
+        load_config(str(tmp_path))
+    clean_env.setenv("SERVE_ONLY", "callbacks")
+    assert load_config(str(tmp_path))["SERVE_ONLY"] == "callbacks"

@@ -75,3 +75,57 @@ def test_serve_migrates_then_runs_gunicorn(tmp_path, redis_url):
             process.kill()
             output = process.communicate()[0]
     assert process.returncode == 0, output
+
+
+@pytest.mark.slow
+def test_serve_only_callbacks_takes_callbacks_and_serves_no_pages(app_config, tmp_path, redis_url):
+    """`serve --only callbacks` runs gunicorn answering the provider's webhooks and /healthz, and 404 for pages."""
+    from flask_migrate import upgrade
+
+    from tests.factories import make_team
+    from webapp import create_app
+    from webapp.extensions import db
+    from webapp.models import InboundMessage, ProviderCallback
+
+    database_url = f"sqlite:///{tmp_path / 'prod.sqlite3'}"
+    app = create_app(dict(app_config, SQLALCHEMY_DATABASE_URI=database_url))
+    with app.app_context():
+        upgrade()  # the dashboard's `serve` (or `campaigns db upgrade`) migrates; a callbacks server does not
+        team = make_team("Acme")
+        team_id, callback_token, inbound_token = team.id, team.callback_token, team.inbound_token
+        db.engine.dispose()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _production_env(tmp_path, redis_url, SECRET_KEY=PRODUCTION_KEY, DATABASE_URL=database_url,
+                          REDIS_URL=redis_url, PUBLIC_BASE_URL="https://sms.example.com")
+    process = subprocess.Popen([CAMPAIGNS, "serve", "--only", "callbacks", "--bind", f"127.0.0.1:{port}",
+                                "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert _get_within(f"{base}/healthz", 180, process).json()["status"] == "ok"
+        status = requests.post(f"{base}/callbacks/multitel/{team_id}/{callback_token}", timeout=30,
+                               data={"reference": "m-1", "status": "DELIVRD", "uniqueid": "u-1"})
+        assert (status.status_code, status.text) == (200, "OK")
+        inbound = requests.post(f"{base}/callbacks/inbound/{team_id}/{inbound_token}", timeout=30,
+                                data={"from": "+14155552671", "to": "+14155550111", "text": "STOP"})
+        assert inbound.status_code == 200
+        assert requests.post(f"{base}/callbacks/multitel/{team_id}/wrong-token", timeout=30).status_code == 404
+        for path in ("/", "/login", "/campaigns/", "/imports/", "/delivery-reports/", "/settings/"):
+            page = requests.get(base + path, timeout=30, allow_redirects=False)
+            assert page.status_code == 404, path
+            assert page.headers["Content-Type"].startswith("text/plain") and "Set-Cookie" not in page.headers, path
+        assert requests.post(f"{base}/login", data={"email": "a@b.c", "password": "x"}, timeout=30).status_code == 404
+    finally:
+        process.terminate()
+        try:
+            output = process.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output = process.communicate()[0]
+    assert process.returncode == 0, output
+    assert "Running upgrade" not in output  # it left the schema to the dashboard's deploy
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(ProviderCallback)) == 1
+        assert db.session.scalar(db.select(db.func.count()).select_from(InboundMessage)) == 1
+        db.engine.dispose()

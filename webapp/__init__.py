@@ -137,6 +137,7 @@ def _register_error_pages(app: Flask) -> None:
     from werkzeug.exceptions import HTTPException
 
     from webapp.extensions import db
+    from webapp.services.disk import NOTHING_SAVED, DiskFull
 
     errors = {
         400: ("Bad request", "The request could not be understood. If you were submitting a form, reload the page "
@@ -149,6 +150,7 @@ def _register_error_pages(app: Flask) -> None:
         500: ("Something went wrong", "Something went wrong on our side and it has been logged. Try again; if it "
                                       "keeps happening, tell whoever runs this server."),
         503: ("Unavailable", "A service this page needs is unavailable for a moment. Try again in a minute."),
+        507: ("Disk full", NOTHING_SAVED + " Try again later, and tell whoever runs this server."),
     }
 
     def error_response(code: int, message: str):
@@ -156,8 +158,11 @@ def _register_error_pages(app: Flask) -> None:
             with suppress(Exception):  # a failed transaction must not break the error page too
                 db.session.rollback()
         title = errors.get(code, errors[500])[0]
-        template = "_error_fragment.html" if request.headers.get("HX-Request") else "error.html"
-        response = app.make_response((render_template(template, code=code, title=title, message=message), code))
+        if "dashboard.index" not in app.view_functions:  # a callbacks-only server has no pages to link to
+            response = app.make_response((f"{title}: {message}\n", code, {"Content-Type": "text/plain; charset=utf-8"}))
+        else:
+            template = "_error_fragment.html" if request.headers.get("HX-Request") else "error.html"
+            response = app.make_response((render_template(template, code=code, title=title, message=message), code))
         if code == 503:
             response.headers["Retry-After"] = "60"
         return response
@@ -172,6 +177,11 @@ def _register_error_pages(app: Flask) -> None:
         app.logger.error("Redis is unavailable: %s", error)
         return error_response(503, errors[503][1])
 
-    for code in errors:
+    def disk_full(error: DiskFull):
+        app.logger.error("The disk is full: %s", error.__cause__ or error)
+        return error_response(507, errors[507][1])
+
+    for code in errors.keys() - {507}:  # Werkzeug has no exception for 507: DiskFull stands for it
         app.register_error_handler(code, render_error)
     app.register_error_handler(RedisError, redis_unavailable)
+    app.register_error_handler(DiskFull, disk_full)

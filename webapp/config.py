@@ -13,6 +13,7 @@ from pathlib import Path
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:5001"
 APP_ENVS = ("development", "production")  # exactly these: "Production" or "prod" must not mean development
+SERVE_ONLY_CHOICES = ("", "callbacks")  # what one web server may be limited to (SERVE_ONLY)
 
 
 class ConfigError(RuntimeError):
@@ -65,6 +66,9 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "UPLOAD_FOLDER": _env("UPLOAD_FOLDER", str(instance / "uploads")),
         # How many reverse proxies (TLS terminators) sit in front of the app; 0 trusts no X-Forwarded-*.
         "PROXY_COUNT": int(_env("PROXY_COUNT", "0")),
+        # "callbacks": this web server answers only the provider's webhooks and /healthz (`campaigns serve
+        # --only callbacks`, on processes of their own so a deploy of the dashboard never refuses one).
+        "SERVE_ONLY": _env("SERVE_ONLY", ""),
         # Login throttling (README.md, Settings): wrong passwords lock one email on one client
         # address; one address may fail a bounded number of times across all emails; one email takes a
         # bounded number of attempts per minute from browsers it has never signed in on.
@@ -110,6 +114,9 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "TESTING": False,
     }
     config.update(overrides)
+    if config["SERVE_ONLY"] not in SERVE_ONLY_CHOICES:
+        raise ConfigError(f"SERVE_ONLY={config['SERVE_ONLY']!r}: leave it empty to serve everything, or set it to "
+                          "'callbacks' for the provider's webhooks alone")
     # Let the request size cap sit a little above the import cap so the import view can say
     # "file too large" itself; Flask answers 413 for anything bigger before it is stored.
     config.setdefault("MAX_CONTENT_LENGTH", config["IMPORT_MAX_BYTES"] + 1024 * 1024)

@@ -23,6 +23,7 @@ from webapp.models import (
 )
 from webapp.provider import multitel, segments
 from webapp.services.compose import footer_for, team_prices, with_footer
+from webapp.services.disk import write_new_file
 from webapp.services.teams import notify_url, team_credentials
 from webapp.services.templating import check
 
@@ -131,6 +132,8 @@ def message_body(campaign: Campaign) -> tuple[str, str]:
 
 # --- the MMS image ---------------------------------------------------------------------------------
 
+IMAGE_NOT_SAVED = "The server's disk is full; the image was not saved."
+
 
 def image_type(data: bytes) -> tuple[str, str] | None:
     """(mime, extension) of a JPEG or PNG, judged by its first bytes, never by its name."""
@@ -154,11 +157,18 @@ def store_image(campaign: Campaign, data: bytes, filename: str, upload_folder: s
     folder = Path(upload_folder) / IMAGE_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     stored = f"{secrets.token_hex(16)}.{kind[1]}"
-    (folder / stored).write_bytes(data)
-    _discard_image_file(campaign, upload_folder)
-    campaign.image_name, campaign.image_mime, campaign.image_size = stored, kind[0], len(data)
-    campaign.image_filename = Path(filename or "image").name[:255]
-    db.session.commit()
+    write_new_file(folder / stored, [data], IMAGE_NOT_SAVED)
+    earlier = image_path(campaign, upload_folder)
+    try:
+        campaign.image_name, campaign.image_mime, campaign.image_size = stored, kind[0], len(data)
+        campaign.image_filename = Path(filename or "image").name[:255]
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        (folder / stored).unlink(missing_ok=True)
+        raise
+    if earlier is not None:  # only once the campaign names the new one
+        earlier.unlink(missing_ok=True)
 
 
 def remove_image(campaign: Campaign, upload_folder: str) -> None:

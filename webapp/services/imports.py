@@ -18,7 +18,6 @@ step left for a day found by sweep_abandoned_uploads).
 import contextlib
 import gc
 import json
-import os
 import queue
 import re
 import secrets
@@ -49,6 +48,7 @@ from webapp.services.csvfiles import (
     read_preview,
 )
 from webapp.services.csvfiles import sniff_format as sniff
+from webapp.services.disk import IMPORT_STOPPED, chunks_up_to, is_no_room, write_new_file
 from webapp.services.phones import Rejection, normalize
 
 BATCH_SIZE = 5000
@@ -59,7 +59,6 @@ MAX_COLUMNS = 200
 MAX_HEADER_CHARS = 100  # a column name is kept (and shown) up to this many characters
 PREVIEW_CELL_CHARS = 200
 MAX_RAW_CELL = 500  # a rejected row is kept for the report, each cell cut to this many characters
-COPY_CHUNK = 1024 * 1024
 COUNTERS = ("rows_done", "accepted", "duplicates", "rejected", "landlines", "suppressed")
 ACTIVE = (ImportStatus.QUEUED, ImportStatus.RUNNING)  # an import that may still write rows
 # A running import's writer marks it alive at least this often; one silent for DEAD_AFTER is dead.
@@ -95,21 +94,17 @@ def _upload_folder() -> Path:
 
 
 def store_upload(upload: FileStorage, team_id: int, user_id: int, default_country: str) -> ContactImport:
-    """Save the file in the instance folder, sniff it and read its header; raises UploadProblem."""
+    """Save the file in the instance folder, sniff it and read its header; raises UploadProblem, or DiskFull.
+
+    Whatever stops it (a bad file, a full disk, a failed commit) leaves neither the file nor a row.
+    """
     if not upload or not upload.filename:
         raise UploadProblem("Choose a CSV or TSV file to upload.")
-    limit = current_app.config["IMPORT_MAX_BYTES"]
     stored_name = secrets.token_hex(16) + ".csv"
     path = _upload_folder() / stored_name
-    size = 0
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-        while chunk := upload.stream.read(COPY_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                out.close()
-                path.unlink()
-                raise UploadProblem(f"The file is larger than the {limit // (1024 * 1024)} MB limit.")
-            out.write(chunk)
+    limit = current_app.config["IMPORT_MAX_BYTES"]
+    too_large = UploadProblem(f"The file is larger than the {limit // (1024 * 1024)} MB limit.")
+    size = write_new_file(path, chunks_up_to(upload.stream, limit, too_large))
     try:
         if size == 0:
             raise CsvProblem("The file is empty.")
@@ -118,19 +113,20 @@ def store_upload(upload: FileStorage, team_id: int, user_id: int, default_countr
         _check_width(headers)
         if not rows:
             raise CsvProblem("The file has a header row but no data rows.")
+        contact_import = ContactImport(
+            team_id=team_id, created_by_id=user_id, filename=Path(upload.filename).name[:255] or "upload.csv",
+            stored_name=stored_name, size_bytes=size, default_country=default_country,
+        )
+        _apply_format(contact_import, fmt, headers)
+        db.session.add(contact_import)
+        db.session.commit()
     except CsvProblem as problem:
         path.unlink(missing_ok=True)
         raise UploadProblem(problem.message) from problem
     except BaseException:
+        db.session.rollback()
         path.unlink(missing_ok=True)
         raise
-    contact_import = ContactImport(
-        team_id=team_id, created_by_id=user_id, filename=Path(upload.filename).name[:255] or "upload.csv",
-        stored_name=stored_name, size_bytes=size, default_country=default_country,
-    )
-    _apply_format(contact_import, fmt, headers)
-    db.session.add(contact_import)
-    db.session.commit()
     return contact_import
 
 
@@ -483,8 +479,8 @@ def run_import(import_id: int, job_id: str | None = None) -> None:
     except CsvProblem as problem:
         _fail(import_id, problem.message)
     except Exception as error:
-        stopped_here = _fail(import_id, f"The import stopped unexpectedly ({type(error).__name__}). Contacts "
-                                        "committed before the failure are kept and counted.")
+        cause = IMPORT_STOPPED if is_no_room(error) else f"The import stopped unexpectedly ({type(error).__name__})."
+        stopped_here = _fail(import_id, f"{cause} Contacts committed before the failure are kept and counted.")
         if stopped_here:
             raise
         # Already cancelled or failed by someone else (its file deleted under it): nothing left to report.

@@ -11,7 +11,6 @@ last committed row. The stored file is deleted at every end state.
 """
 
 import itertools
-import os
 import secrets
 import uuid
 from datetime import datetime, timedelta
@@ -46,11 +45,11 @@ from webapp.services.csvfiles import (
     read_preview,
     sniff_format,
 )
+from webapp.services.disk import IMPORT_STOPPED, chunks_up_to, is_no_room, write_new_file
 from webapp.services.phones import PhoneNumber, Rejection, normalize
 
 BATCH_SIZE = 5000
 FIRST_REJECTS = 20  # rejected rows kept with line and reason for the page
-COPY_CHUNK = 1024 * 1024
 ACTIVE = (ImportStatus.QUEUED, ImportStatus.RUNNING)
 JOB_TIMEOUT = 6 * 3600
 STALE_AFTER = timedelta(seconds=60)  # a running import's heartbeat is at most one batch old
@@ -140,6 +139,9 @@ class OptOutFileProblem(ValueError):
     """The file can't be queued; the message is for the page."""
 
 
+NOTHING_ADDED = "The server's disk is full; no number was added."
+
+
 def upload_path(optout_import: OptOutImport) -> Path:
     return Path(current_app.config["UPLOAD_FOLDER"]) / optout_import.stored_name
 
@@ -156,14 +158,9 @@ def store_optout_file(upload: FileStorage, team_id: int, user_id: int | None, co
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     stored_name = f"optouts-{secrets.token_hex(16)}.csv"
     path = folder / stored_name
-    size = 0
+    too_large = OptOutFileProblem(f"The file is larger than the {limit // (1024 * 1024)} MB limit.")
+    size = write_new_file(path, chunks_up_to(upload.stream, limit, too_large), NOTHING_ADDED)
     try:
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            while chunk := upload.stream.read(COPY_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise OptOutFileProblem(f"The file is larger than the {limit // (1024 * 1024)} MB limit.")
-                out.write(chunk)
         if size == 0:
             raise OptOutFileProblem("The file is empty.")
         optout_import = OptOutImport(team_id=team_id, created_by_id=user_id, stored_name=stored_name,
@@ -172,6 +169,7 @@ def store_optout_file(upload: FileStorage, team_id: int, user_id: int | None, co
         db.session.add(optout_import)
         db.session.commit()
     except BaseException:
+        db.session.rollback()
         path.unlink(missing_ok=True)
         raise
     try:
@@ -247,8 +245,8 @@ def run_optout_import(import_id: int, job_id: str | None = None) -> None:
     except CsvProblem as problem:
         _fail(import_id, f"The file could not be read: {problem.message}")
     except Exception as error:
-        if _fail(import_id, f"The import stopped unexpectedly ({type(error).__name__}). Numbers committed "
-                            "before the failure are kept and counted."):
+        cause = IMPORT_STOPPED if is_no_room(error) else f"The import stopped unexpectedly ({type(error).__name__})."
+        if _fail(import_id, f"{cause} Numbers committed before the failure are kept and counted."):
             raise
         # else it was cancelled meanwhile, and its file went with it: nothing failed
     finally:

@@ -21,6 +21,7 @@ from webapp.models import (
     utcnow,
 )
 from webapp.services import audience, campaign_states, campaigns, compose, progress, tallies
+from webapp.services.disk import NOTHING_SAVED, DiskFull
 from webapp.services.teams import team_credentials
 from webapp.tally_triggers import BUCKETS
 from webapp.web import charts
@@ -176,6 +177,15 @@ def upload_image(campaign_id: int):
         return _page(campaign, image_errors=problem.messages, status=400)
     flash("Image attached: the campaign is now an MMS.", "success")
     return redirect(url_for("campaigns.show", campaign_id=campaign_id))
+
+
+@bp.errorhandler(DiskFull)
+def disk_full(_error):
+    """No room for the image (or for its copy while the form is read): the draft says so; nothing was kept."""
+    campaign_id = (request.view_args or {}).get("campaign_id")
+    if request.endpoint != "campaigns.upload_image" or campaign_id is None:
+        return render_template("error.html", code=507, title="Disk full", message=NOTHING_SAVED), 507
+    return _page(team_get_or_404(Campaign, campaign_id), image_errors=[campaigns.IMAGE_NOT_SAVED], status=507)
 
 
 @bp.post("/<int:campaign_id>/image/delete")

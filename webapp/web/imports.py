@@ -21,6 +21,7 @@ from webapp.extensions import db
 from webapp.models import ContactImport, ContactList, ImportIssue, ImportStatus, IssueKind, utcnow
 from webapp.services import imports as importer
 from webapp.services.csvfiles import field_names, stream_csv
+from webapp.services.disk import NOTHING_IMPORTED, DiskFull
 from webapp.web.access import team_get_or_404, team_select
 from webapp.web.forms import DELIMITER_CHOICES, ContactUploadForm, DelimiterForm, MappingForm
 
@@ -70,6 +71,12 @@ def too_large(_error):
     """The request is over MAX_CONTENT_LENGTH: refused before any of it is stored."""
     message = f"The file is larger than the {_max_mb()} MB limit."
     return render_template("imports/new.html", max_mb=_max_mb(), error=message), 413
+
+
+@bp.errorhandler(DiskFull)
+def disk_full(_error):
+    """No room for the upload: nothing was kept, and the form says so (507 Insufficient Storage)."""
+    return render_template("imports/new.html", max_mb=_max_mb(), error=NOTHING_IMPORTED), 507
 
 
 @bp.get("/<int:import_id>")

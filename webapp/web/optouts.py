@@ -8,6 +8,7 @@ from webapp.extensions import db
 from webapp.models import OptOutImport, Suppression
 from webapp.services import optouts
 from webapp.services.contacts import SEARCH_MAX_CHARS, contains_pattern, search_text
+from webapp.services.disk import DiskFull
 from webapp.services.phones import Rejection
 from webapp.web.access import htmx_target, team_get_or_404, team_select
 from webapp.web.forms import OptOutForm, OptOutUploadForm
@@ -90,6 +91,14 @@ def too_large(_error):
     form = OptOutUploadForm(formdata=None)
     form.file.errors = [f"The file is larger than the {_max_mb()} MB limit."]
     return _page(upload_form=form, status=413)
+
+
+@bp.errorhandler(DiskFull)
+def disk_full(_error):
+    """No room for the file: nothing was kept, and the form says so (507 Insufficient Storage)."""
+    form = OptOutUploadForm(formdata=None)
+    form.file.errors = [optouts.NOTHING_ADDED]
+    return _page(upload_form=form, status=507)
 
 
 @bp.get("/imports/<int:optout_import_id>")
