@@ -122,7 +122,7 @@ def test_status_words_costs_and_flags(client, auth, campaign_id):
     failed = html[html.index("+447700900123"):]
     failed = failed[:failed.index("</tr>")]
     assert 'data-flag="estimate"' in failed and 'data-flag="reply"' in failed
-    assert "send reply said 0.015 · 1 part" in failed
+    assert 'send reply said <span class="money" title="0.015 USD">0.015 USD</span> · 1 part' in failed
     assert "2026-07-01 12:05:30" in failed and "America/New_York" in html
 
 

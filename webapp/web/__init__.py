@@ -9,6 +9,9 @@ def init_app(app: Flask) -> None:
     from webapp.web import security
 
     security.init_app(app)  # first, so every response gets the headers
+    from webapp.web import money
+
+    money.init_app(app)
     from webapp.web import (
         access,
         auth,
