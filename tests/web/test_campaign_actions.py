@@ -301,6 +301,12 @@ def test_resend_unconfirmed_is_offered_after_the_grace_period_and_audited(app, c
         assert resends == 2
     assert ("resent unconfirmed", "ed@example.com") in _audit(app, setup["campaign"])
     assert 'id="resend"' not in page  # nothing left to resend
+    # The estimate stays as launched; the first attempts are not spent, only "up to" that much more.
+    assert f'<td class="num" id="spend-estimated">{SIX_CENTS}</td>' in page
+    zero, three_cents = (f'<span class="money" title="{amount} USD">{amount} USD</span>' for amount in ("0", "0.03"))
+    assert f'<td class="num" id="spend-total">{zero.replace(">0 USD", ">0.00 USD")}</td>' in page
+    assert f'<td class="num" id="spend-up-to">up to {three_cents} more</td>' in page
+    assert "2 attempts whose fate is unknown" in page and f'id="spend-resends">{three_cents}<' in page
 
 
 def test_unknown_messages_within_the_grace_period_are_not_offered_yet(app, client, setup):

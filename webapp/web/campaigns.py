@@ -425,6 +425,8 @@ def _status_context(campaign: Campaign) -> dict:
         "shown": shown, "figures": figures, "counts": {bucket: figures.count(bucket) for bucket in BUCKETS},
         "total": figures.messages, "done": figures.done, "percent": figures.percent_done or 0,
         "billed": figures.billed, "spend": figures.spend, "estimated": figures.estimated,
+        "fate_unknown": figures.count(*tallies.UNCONFIRMED), "up_to_more": figures.unconfirmed_spend,
+        "replaced": figures.count("replaced"), "replaced_estimate": figures.total("unbilled", ("replaced",)),
         "held": figures.count("held"), "held_until": shown.held_until,
         "sent_twice": int(figures.total("sent_twice")), "mismatched": int(figures.total("mismatched")),
         "reasons": figures.reasons[:REASONS_SHOWN], "more_reasons": max(0, len(figures.reasons) - REASONS_SHOWN),
