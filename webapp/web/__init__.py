@@ -12,6 +12,9 @@ def init_app(app: Flask) -> None:
     from webapp.web import money
 
     money.init_app(app)
+    from webapp.provider.reasons import plain_reason
+
+    app.jinja_env.filters["failure_reason"] = plain_reason  # "Not delivered: number unreachable (UNDELIV, cause 1)"
     from webapp.web import (
         access,
         auth,
