@@ -2,7 +2,7 @@
 campaign's estimate as launched instead of adding the replaced messages' estimates to it.
 
 The triggers are recreated with the new measure; the estimates resent rows already added are taken back by
-one negative delta per (campaign, bucket, reason), which the next fold adds in like any other.
+one delta per (campaign, bucket, reason) that differs from a recount, which the next fold adds in like any other.
 
 Revision ID: 0010
 Revises: 0004
@@ -24,21 +24,28 @@ NEW_MEASURE = "CASE WHEN {row}.resent THEN 0 ELSE {row}.estimated_cost END"
 OLD_MEASURE = "{row}.estimated_cost"
 
 
-def _adjust(sign: str) -> None:
-    """Add sign x the resent rows' estimates to their buckets' figures, as deltas."""
+def _correct(measure: str) -> None:
+    """Append, for each campaign with resent rows, the delta that makes its kept estimates equal `measure`
+    summed over its messages: exact whatever triggers wrote its tally before, and adds nothing when run again."""
     now = ("now() AT TIME ZONE 'UTC'" if op.get_bind().dialect.name == "postgresql"
            else "strftime('%Y-%m-%d %H:%M:%S', 'now')")
+    affected = "SELECT campaign_id FROM message WHERE campaign_id IS NOT NULL AND kind = 'campaign' AND resent"
     op.execute(f"""
 INSERT INTO tally_delta (campaign_id, bucket, reason, at, messages, parts, estimated, billed, unbilled, mismatched,
                          sent_twice)
-SELECT campaign_id, bucket, reason, {now}, 0, 0, {sign} sum(estimated_cost), 0, 0, 0, 0
-FROM (SELECT m.campaign_id, m.estimated_cost,
+SELECT campaign_id, bucket, reason, {now}, 0, 0, sum(estimated), 0, 0, 0, 0
+FROM (SELECT m.campaign_id,
         CASE WHEN status = 'created' AND held THEN 'held' WHEN status = 'unknown' AND resent THEN 'replaced'
              ELSE status END AS bucket,
         CASE WHEN status IN ('failed', 'undelivered') THEN substr(coalesce(error, ''), 1, {REASON_LENGTH})
-             ELSE '' END AS reason
-      FROM message m WHERE campaign_id IS NOT NULL AND kind = 'campaign' AND resent) resent_rows
+             ELSE '' END AS reason,
+        {measure.format(row="m")} AS estimated
+      FROM message m WHERE kind = 'campaign' AND campaign_id IN ({affected})
+      UNION ALL SELECT campaign_id, bucket, reason, -estimated FROM campaign_tally WHERE campaign_id IN ({affected})
+      UNION ALL SELECT campaign_id, bucket, reason, -estimated FROM tally_delta WHERE campaign_id IN ({affected})
+     ) differences
 GROUP BY campaign_id, bucket, reason
+HAVING sum(estimated) <> 0
 """)
 
 
@@ -52,9 +59,9 @@ def _triggers(old: bool) -> None:
 
 def upgrade():
     _triggers(old=False)
-    _adjust("-")
+    _correct(NEW_MEASURE)
 
 
 def downgrade():
     _triggers(old=True)
-    _adjust("")
+    _correct(OLD_MEASURE)
