@@ -516,14 +516,14 @@ def final_agreement(app, campaign_id: int, fragment: str) -> dict:
     shown = {bucket: int(number.replace(",", ""))
              for bucket, number in re.findall(r'id="count-([a-z_]+)">([\d,]+)<', fragment)}
     total = re.search(r'id="progress-text">[\d,]+ of ([\d,]+) messages', fragment)
-    billed = re.search(r'id="spend-billed">([\d,.]+) ', fragment)
+    billed = re.search(r'id="spend-billed"><span class="money" title="([\d.-]+) ', fragment)  # the full figure
     disagreements = {}
     for bucket in BUCKETS:
         if shown.get(bucket, 0) != recount.count(bucket):
             disagreements[bucket] = {"fragment": shown.get(bucket, 0), "recount": recount.count(bucket)}
     if total is None or int(total.group(1).replace(",", "")) != recount.messages:
         disagreements["total"] = {"fragment": total and total.group(1), "recount": recount.messages}
-    if billed is None or Decimal(billed.group(1).replace(",", "")) != round(recount.billed, 4):
+    if billed is None or Decimal(billed.group(1)) != recount.billed:
         disagreements["billed"] = {"fragment": billed and billed.group(1), "recount": f"{recount.billed:.4f}"}
     return {"fragment_vs_recount": disagreements, "tally_differences": {f"{key[0]}/{key[1]}": str(value)
                                                                          for key, value in differences.items()},

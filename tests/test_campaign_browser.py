@@ -12,6 +12,7 @@ from tests.factories import PASSWORD, make_campaign, make_contact, make_list, ma
 from webapp.encryption import encrypt
 from webapp.extensions import db
 from webapp.models import Role
+from webapp.web.money import full, money_text
 
 pytestmark = pytest.mark.browser
 
@@ -91,8 +92,9 @@ def test_review_launch_and_watch_the_campaign_complete(app, callbacks_here, page
 
     sends = requests.get(f"{callbacks_here.url}/_sandbox/sends", timeout=10).json()
     billed = sum(Decimal(send["cost"]) for send in sends)
-    assert page.locator("#spend-billed").inner_text() == f"{billed:,.4f} USD"  # the provider's own total
-    assert page.locator("#spend-total").inner_text() == f"{billed:,.4f} USD"
+    assert page.locator("#spend-billed").inner_text() == money_text(billed, "USD")  # the provider's own total
+    assert page.locator("#spend-billed .money").get_attribute("title") == f"{full(billed)} USD"
+    assert page.locator("#spend-total").inner_text() == money_text(billed, "USD")
     per_number = Counter(send["to"] for send in sends)
     assert len(per_number) == RECIPIENTS and set(per_number.values()) == {1}
 

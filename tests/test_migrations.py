@@ -1,6 +1,7 @@
 """The schema comes from the migrations: they build exactly what the models declare, and undo it."""
 
 import os
+from decimal import Decimal
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -101,6 +102,53 @@ def test_campaigns_sent_before_the_tallies_are_counted_and_then_kept(app_config,
             db.session.execute(text("UPDATE message SET status = 'delivered' WHERE reference = 'r0'"))
             db.session.commit()
             assert tallies.differences(1) == {} and tallies.figures(1).count("delivered") == 1
+            db.session.remove()
+            downgrade(revision="base")
+            db.engine.dispose()
+    finally:
+        drop()
+
+
+def test_a_campaign_resent_before_the_upgrade_keeps_its_launch_estimate(app_config, tmp_path):
+    """Upgrading to 0010 takes the estimates of attempts resent earlier out of the kept figures, exactly once:
+    the estimated total is as launched and still equals a recount."""
+    from sqlalchemy import text
+
+    from webapp.services import tallies
+
+    url, drop = _fresh_database_url(tmp_path)
+    try:
+        app = create_app(dict(app_config, SQLALCHEMY_DATABASE_URI=url))
+        with app.app_context():
+            upgrade(revision="0002")
+            with db.engine.begin() as connection:
+                connection.execute(text(
+                    "INSERT INTO team (id, name, created_at, default_country, price_per_part, currency, "
+                    "callback_token, inbound_token) VALUES (1, 'Old', '2026-01-01', 'US', 0.015, 'USD', 'c', 'i')"))
+                connection.execute(text(
+                    "INSERT INTO campaign (id, team_id, name, status, body, include_footer, quiet_hours, quiet_start, "
+                    "quiet_end, reserved_cost, exclusions, opt_outs_caused, zone_fallbacks, created_at, updated_at) "
+                    "VALUES (1, 1, 'Spring', 'completed', 'Hi', true, true, '08:00', '21:00', 0, '{}', 0, 0, "
+                    "'2026-01-01', '2026-01-01')"))
+                # Two recipients: one delivered; one whose first attempt is unknown and resent, the resend delivered.
+                for n, (status, resent) in enumerate([("delivered", False), ("unknown", True), ("delivered", False)]):
+                    connection.execute(text(
+                        "INSERT INTO message (team_id, campaign_id, kind, phone, sender, text, encoding, parts, "
+                        "estimated_cost, is_mms, reference, status, held, attempts, resent, sent_twice, "
+                        "created_at, updated_at, sent_at) VALUES (1, 1, 'campaign', :phone, '', 'Hi', 'gsm7', 1, "
+                        "0.015, false, :reference, :status, false, 0, :resent, false, '2026-01-01', "
+                        "'2026-01-01', '2026-01-01 10:00:00')"),
+                        {"phone": f"+1415555000{min(n, 1)}", "reference": f"r{n}", "status": status, "resent": resent})
+            upgrade()
+            figures = tallies.figures(1)
+            assert figures.estimated == 2 * Decimal("0.015") and figures.unconfirmed_spend == Decimal("0.015")
+            assert tallies.differences(1) == {}
+            tallies.fold()
+            assert tallies.figures(1).estimated == 2 * Decimal("0.015") and tallies.differences(1) == {}
+            db.session.remove()
+            downgrade(revision="0004")
+            db.session.remove()
+            assert tallies.figures(1).estimated == 3 * Decimal("0.015")  # as the old triggers counted
             db.session.remove()
             downgrade(revision="base")
             db.engine.dispose()

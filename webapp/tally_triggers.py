@@ -40,7 +40,7 @@ def _measure_list(row: str, sign: str) -> tuple[str, ...]:
     return ((
         f"{sign}",
         f"{sign} * {row}.parts",
-        f"{sign} * {row}.estimated_cost",
+        f"{sign} * CASE WHEN {row}.resent THEN 0 ELSE {row}.estimated_cost END",  # its resend carries it
         f"{sign} * coalesce({row}.billed_cost, 0)",
         f"{sign} * CASE WHEN {row}.billed_cost IS NULL THEN {row}.estimated_cost ELSE 0 END",
         f"{sign} * CASE WHEN {row}.billed_cost IS NOT NULL AND {row}.billed_cost <> {row}.estimated_cost "

@@ -94,7 +94,8 @@ def test_country_prices_split_the_cost_and_one_price_warns(team):
     db.session.commit()
     result = audience.summarize(campaign)
     gb = next(entry for entry in result["by_country"] if entry["region"] == "GB")
-    assert gb == {"region": "GB", "recipients": 1, "parts": 1, "price": "0.04", "cost": "0.04", "country_price": True}
+    assert gb == {"region": "GB", "recipients": 1, "parts": 1, "billed": 1, "price": "0.04", "cost": "0.04",
+                  "country_price": True}
     assert result["price_warning"] is None
     assert Decimal(result["total_cost"]) == 6 * Decimal("0.015") + Decimal("0.04")
 
@@ -110,6 +111,8 @@ def test_an_mms_is_priced_per_message(team):
     result = audience.summarize(campaign)
     assert result["is_mms"] and result["billed_units"] == 2
     assert Decimal(result["total_cost"]) == 2 * Decimal("0.05")
+    (row,) = result["by_country"]  # billed per message: 2, not the 6 parts the text would take as an SMS
+    assert row["billed"] == 2 and row["parts"] == 6 and Decimal(row["cost"]) == row["billed"] * Decimal(row["price"])
 
 
 def test_unknown_fields_are_flagged(team):

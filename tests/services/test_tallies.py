@@ -233,3 +233,36 @@ def test_recount_command_rebuilds_a_hand_edited_tally(app):
     with app.app_context():
         _agree(campaign_id)
     assert "There is no campaign 999999" in app.test_cli_runner().invoke(args=["recount", "999999"]).output
+
+
+def test_resending_keeps_the_launch_estimate_and_spend_counts_only_what_was_taken(app):
+    """Against a provider that never took the first attempts: "resend unconfirmed" leaves the estimated total
+    as launched, spend is what was billed, and the first attempts are only "up to" that much more; a late report
+    that confirms one moves it into billed (sent twice), the estimate still as launched."""
+    team_id, user_id, campaign_id = _launched(app, 10)
+    with app.app_context():
+        launched = tallies.figures(campaign_id).estimated
+        ids = _ids(campaign_id, MessageStatus.CREATED)
+        price = db.session.get(Message, ids[0]).estimated_cost
+        db.session.execute(update(Message).where(Message.id.in_(ids[:7])).values(
+            status=MessageStatus.DELIVERED, billed_cost=Message.estimated_cost, sent_at=utcnow()))
+        db.session.execute(update(Message).where(Message.id.in_(ids[7:])).values(
+            status=MessageStatus.UNKNOWN, sent_at=utcnow() - timedelta(days=1)))
+        db.session.commit()
+        assert campaign_states.resend_unconfirmed(campaign_id, user_id) == 3
+        for fold in (False, True):
+            if fold:
+                tallies.fold()
+            figures = tallies.figures(campaign_id)
+            assert figures.estimated == launched == 10 * price
+            assert figures.billed == figures.spend == 7 * price
+            assert figures.unconfirmed_spend == 3 * price and figures.count("replaced") == 3
+            _agree(campaign_id)
+        original = db.session.get(Message, ids[7])
+        fields = {"reference": original.reference, "status": "DELIVRD", "cost": str(price)}
+        callbacks.store_status_callback(team_id, "application/x-www-form-urlencoded", "", urlencode(fields).encode())
+        figures = tallies.figures(campaign_id)
+        assert int(figures.total("sent_twice")) == 1 and figures.resends == 3
+        assert figures.billed == figures.spend == 8 * price and figures.unconfirmed_spend == 2 * price
+        assert figures.estimated == launched
+        _agree(campaign_id)

@@ -20,6 +20,8 @@ from webapp.services import campaign_states, recipients, sending
 
 NEW_YORK = "America/New_York"
 
+SIX_CENTS = '<span class="money" title="0.06 USD">0.06 USD</span>'  # four parts at 0.015
+
 
 @pytest.fixture
 def setup(app, auth):
@@ -94,7 +96,7 @@ def test_the_confirmation_shows_recipients_exclusions_estimate_and_caps(client, 
     assert "Duplicate of a number in an earlier list</th>" in page
     assert 'id="launch-excluded-duplicate">1<' in page
     # Four one-part messages at the default 0.015 a part (the footer keeps each within one part).
-    assert '<dd id="launch-parts">4</dd>' in page and '<dd id="launch-cost">0.0600 USD</dd>' in page
+    assert '<dd id="launch-parts">4</dd>' in page and f'<dd id="launch-cost">{SIX_CENTS}</dd>' in page
     assert "In the team&#39;s time zone, America/New_York" in page
     assert '<input checked id="quiet_hours" name="quiet_hours" type="checkbox"' in page
     assert 'value="08:00"' in page and 'value="21:00"' in page
@@ -299,6 +301,12 @@ def test_resend_unconfirmed_is_offered_after_the_grace_period_and_audited(app, c
         assert resends == 2
     assert ("resent unconfirmed", "ed@example.com") in _audit(app, setup["campaign"])
     assert 'id="resend"' not in page  # nothing left to resend
+    # The estimate stays as launched; the first attempts are not spent, only "up to" that much more.
+    assert f'<td class="num" id="spend-estimated">{SIX_CENTS}</td>' in page
+    zero, three_cents = (f'<span class="money" title="{amount} USD">{amount} USD</span>' for amount in ("0", "0.03"))
+    assert f'<td class="num" id="spend-total">{zero.replace(">0 USD", ">0.00 USD")}</td>' in page
+    assert f'<td class="num" id="spend-up-to">up to {three_cents} more</td>' in page
+    assert "2 attempts whose fate is unknown" in page and f'id="spend-resends">{three_cents}<' in page
 
 
 def test_unknown_messages_within_the_grace_period_are_not_offered_yet(app, client, setup):
@@ -358,7 +366,7 @@ def test_the_whole_campaign_through_the_pages_against_the_sandbox(app, client, s
     assert '<span id="campaign-state" class="badge badge-ok" aria-live="polite">completed</span>' in fragment
     assert _trigger(fragment) == "every 10s"  # the sandbox's reports can't reach this test client
     assert '<dd id="count-accepted">4</dd>' in fragment and "4 of 4 messages dealt with." in fragment
-    assert '<td class="num" id="spend-billed">0.0600 USD</td>' in fragment
+    assert f'<td class="num" id="spend-billed">{SIX_CENTS}</td>' in fragment
     with app.app_context():
         completed_at = db.session.scalar(select(AuditEntry.at).where(AuditEntry.action == "completed"))
     new_york = completed_at.replace(tzinfo=UTC).astimezone(ZoneInfo(NEW_YORK))
@@ -511,7 +519,7 @@ def test_a_cancelled_scheduled_campaign_says_nothing_was_sent(app, client, setup
     assert ", ended" not in page and "Ended " in page and ", before sending started (America/New_York)." in page
     assert "counted when sending starts" not in page
     assert "none: it ended before the audience was counted" in page
-    assert '<td class="num" id="spend-estimated">0.0600 USD</td>' in page
+    assert f'<td class="num" id="spend-estimated">{SIX_CENTS}</td>' in page
     assert "Estimated total (from the audience" in page
     assert "cancelled: before sending started: nothing was sent</td>" in page
     assert _trigger(page) is None
@@ -538,11 +546,11 @@ def test_the_estimated_total_before_and_after_the_audience_is_frozen(app, client
     _launch(client, setup["campaign"])
     page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
     assert "Estimate for every message" not in page
-    assert "Estimated total (from the audience summary" in page and 'id="spend-estimated">0.0600 USD<' in page
+    assert "Estimated total (from the audience summary" in page and f'id="spend-estimated">{SIX_CENTS}<' in page
     with app.app_context():
         recipients.freeze(setup["campaign"])
     page = client.get(f"/campaigns/{setup['campaign']}").get_data(as_text=True)
-    assert "<th scope=\"row\">Estimated total</th>" in page and 'id="spend-estimated">0.0600 USD<' in page
+    assert "<th scope=\"row\">Estimated total</th>" in page and f'id="spend-estimated">{SIX_CENTS}<' in page
 
 
 def test_launched_without_a_summary_says_the_estimate_comes_later(app, client, setup):

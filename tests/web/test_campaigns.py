@@ -1,6 +1,8 @@
 """Campaign draft pages: create, edit, footer choice, image, preview, summary, test send, settings."""
 
 import io
+import re
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from sqlalchemy import select
@@ -297,3 +299,45 @@ def test_the_time_zone_list_is_canonical_and_readable(app, client, setup):
     page = client.get("/settings/").get_data(as_text=True)
     assert '<option value="America/Los_Angeles">America/Los Angeles</option>' in page
     assert "Asia/Calcutta" not in page
+
+
+def _cost_rows(page: str) -> list[tuple[int, Decimal, Decimal]]:
+    """(billed count, price shown, cost shown) of each row of the cost-by-country table."""
+    table = page.split('id="cost-by-country"')[1].split("</table>")[0]
+    rows = []
+    for row in table.split("<tbody>")[1].split("</tr>")[:-1]:
+        cells = [re.sub(r"<[^>]+>|[×=,]|[A-Z]{3}\b", "", cell).strip()
+                 for cell in re.findall(r'<td class="num">(.*?)</td>', row, re.S)]
+        rows.append((int(cells[1]), Decimal(cells[2]), Decimal(cells[3])))
+    return rows
+
+
+def _shown_total(page: str, cost_id: str) -> Decimal:
+    return Decimal(re.search(rf'id="{cost_id}"><span class="money" title="[^"]*">([\d.,]+) ', page)[1]
+                   .replace(",", ""))
+
+
+@pytest.mark.parametrize("mms", [False, True], ids=["sms", "mms"])
+def test_every_cost_row_multiplies_out_and_adds_up_to_what_is_billed(app, client, setup, mms):
+    """On the summary and the review page, each country's row is billed count x price shown = cost shown (an MMS
+    counts messages, not the parts its text would take as an SMS), and the counts and costs add up to the totals."""
+    campaign_id = create(client, setup)
+    assert save(client, campaign_id, setup, body="x" * 200 + " {{ first_name }}").status_code == 302
+    if mms:
+        client.post(f"/campaigns/{campaign_id}/image", data={"image": (io.BytesIO(png_bytes()), "photo.png")},
+                    content_type="multipart/form-data")
+    summary = client.post(f"/campaigns/{campaign_id}/summary").get_data(as_text=True)
+    review = client.get(f"/campaigns/{campaign_id}/launch").get_data(as_text=True)
+    with app.app_context():
+        team = db.session.get(Team, setup["team"])
+        price = team.mms_price if mms else team.price_per_part
+    units = 2 if mms else 2 + 4  # Ana: 2 GSM-7 parts, Zoé 😀: 4 UCS-2 parts (229 units); an MMS: one message each
+    pages = ((summary, "summary-parts", "summary-cost"), (review, "launch-parts", "launch-cost"))
+    for page, parts_id, cost_id in pages:
+        rows = _cost_rows(page)
+        assert rows == [(units, Decimal(str(price)).normalize(), rows[0][2])]
+        for count, shown_price, cost in rows:
+            assert cost == (count * shown_price).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        assert f'id="{parts_id}">{units}<' in page
+        assert _shown_total(page, cost_id) == (units * price).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    assert ("Messages by number of parts" in summary) is not mms and ('id="mms-billing"' in summary) is mms

@@ -18,6 +18,7 @@ from webapp.services import overview, tallies
 _numbers = itertools.count(5_550_000)
 POSTED = {MessageStatus.SENDING, MessageStatus.ACCEPTED, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED,
           MessageStatus.UNKNOWN}
+TAKEN = {MessageStatus.ACCEPTED, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED}
 
 
 def _team(name: str | None = None, timezone: str = "UTC", currency: str = "USD"):
@@ -67,7 +68,8 @@ def _said_by_messages(campaign_id: int) -> dict:
         "percent": int((len(messages) - len(waiting)) * 100 / len(messages)),
         "sent": sum(m.status in POSTED - {MessageStatus.SENDING} for m in messages),
         "delivered": sum(m.status is MessageStatus.DELIVERED for m in messages),
-        "spend": sum((m.billed_cost if m.billed_cost is not None else m.estimated_cost
+        # billed, else estimated where the provider took it; in flight or unknown: only what was billed
+        "spend": sum((m.billed_cost if m.billed_cost is not None else m.estimated_cost if m.status in TAKEN else 0
                       for m in messages if m.status in POSTED), Decimal(0)),
     }
 
@@ -106,7 +108,7 @@ def test_campaign_figures_match_their_messages_folded_or_not(app, client):
                 got = {"total": line.total, "percent": line.percent, "sent": line.sent,
                        "delivered": line.delivered, "spend": line.spend}
                 assert got == said, (fold, got, said)
-            assert view.spend == lines[sending.id].spend + lines[done.id].spend == Decimal("0.1275")
+            assert view.spend == lines[sending.id].spend + lines[done.id].spend == Decimal("0.0975")
             assert [line.campaign.id for line in view.running.campaigns] == [sending.id]
         _sign_in(client, team)
         sending_id = sending.id
@@ -114,8 +116,10 @@ def test_campaign_figures_match_their_messages_folded_or_not(app, client):
     row = page.split(f'id="campaign-{sending_id}"')[1].split("</tr>")[0]
     assert "Spring sale" in row and f'href="/campaigns/{sending_id}"' in row and ">sending<" in row
     # 9 messages, 3 waiting (created, held, in flight): 6 dealt with; 5 sent (unknown included), 2 delivered;
-    # spend: billed where known, else estimated, for every posted message (the one in flight too)
-    assert re.findall(r'<td class="num[^"]*">([^<]*)</td>', row) == ["66%", "9", "5", "2", "0.0975 USD"]
+    # spend: billed where known, else estimated where the provider took it (not the one in flight nor unknown)
+    cells = [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r'<td class="num[^"]*">(.*?)</td>', row)]
+    assert cells == ["66%", "9", "5", "2", "0.07 USD"]  # 0.0675: cents on the page, the full figure in the title
+    assert 'title="0.0675 USD"' in row
     assert "6 of 9 dealt with (66%)" in page.split('id="running-now"')[1]
 
 
@@ -196,8 +200,9 @@ def test_spend_per_sender_number_over_the_same_months(app, client):
     page = client.get("/").get_data(as_text=True)
     by_sender = page.split('id="spend-by-sender"')[1].split("</section>")[0]
     assert "+14155550100</span> <span class=\"muted\">Main line</span>" in by_sender
-    assert "0.545 EUR" in by_sender and "2.00 EUR" in by_sender and "A number removed since" in by_sender
-    assert '<td class="num nowrap" id="spend-total">2.67 EUR</td>' in page
+    assert '<span class="money" title="0.545 EUR">0.55 EUR</span>' in by_sender  # rounded half-up, not to even
+    assert "2.00 EUR" in by_sender and "A number removed since" in by_sender
+    assert '<td class="num nowrap" id="spend-total"><span class="money" title="2.67 EUR">2.67 EUR</span></td>' in page
 
 
 def test_another_teams_campaigns_never_appear(app, client):
@@ -365,3 +370,20 @@ def test_running_now_refreshes_itself_in_the_browser(app, page):
                            timeout=15_000)
     assert page.locator("#running-now").get_by_text("Going out").count() == 0
     assert errors == []
+
+
+def test_spend_per_month_skips_months_with_nothing(app, client):
+    """Only months something was spent in are listed; the total is unchanged, and rounded for the page."""
+    with app.app_context():
+        team = _team()
+        campaign = _campaign(team, CampaignStatus.COMPLETED)
+        long_ago = (utcnow() - timedelta(days=100)).strftime("%Y-%m-%d %H:%M:%S")
+        _message(campaign, MessageStatus.DELIVERED, "26.215", at=long_ago)
+        tallies.fold()
+        month = overview.spend_by_month(team.id)
+        spent = [line.month.strftime("%Y-%m") for line in month if line.spend]
+        assert len(month) == overview.MONTHS and len(spent) == 1
+        _sign_in(client, team, Role.VIEWER)
+    by_month = client.get("/").get_data(as_text=True).split('id="spend-by-month"')[1].split("</section>")[0]
+    assert re.findall(r'<tr id="month-([\d-]+)"', by_month) == spent
+    assert '<span class="money" title="26.215 USD">26.22 USD</span>' in by_month

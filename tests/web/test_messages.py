@@ -13,7 +13,7 @@ from sqlalchemy import insert, select
 
 from tests.factories import make_callback, make_campaign, make_team, make_user
 from webapp.extensions import db
-from webapp.models import Message, MessageKind, MessageStatus, Role
+from webapp.models import Campaign, Message, MessageKind, MessageStatus, Role
 from webapp.provider.delivery_reports import DeliveryState
 from webapp.provider.segments import Encoding
 
@@ -122,7 +122,7 @@ def test_status_words_costs_and_flags(client, auth, campaign_id):
     failed = html[html.index("+447700900123"):]
     failed = failed[:failed.index("</tr>")]
     assert 'data-flag="estimate"' in failed and 'data-flag="reply"' in failed
-    assert "send reply said 0.015 · 1 part" in failed
+    assert 'send reply said <span class="money" title="0.015 USD">0.015 USD</span> · 1 part' in failed
     assert "2026-07-01 12:05:30" in failed and "America/New_York" in html
 
 
@@ -286,3 +286,19 @@ def test_in_a_browser_filter_search_pages_and_history_swap_in_place(app, page, c
     page.wait_for_selector("#page-previous")
     assert "after=" in page.url and page.evaluate("window.loadedOnce") is True
     screenshot(page, "campaign-messages")
+
+
+def test_failure_reasons_read_plainly_in_the_table_and_on_the_message_page(app, client, auth, campaign_id):
+    """A delivery state the provider reported reads in plain words with its code; other reasons as they were."""
+    with app.app_context():
+        team_id = db.session.get(Campaign, campaign_id).team_id
+        add_messages(team_id, campaign_id, [{"phone": "+14155553000", "status": MessageStatus.UNDELIVERED,
+                                             "error": "Not delivered: the provider reported UNDELIV (cause 1)"}])
+        message_id = _message_id("+14155553000")
+    auth.login("ed@example.com")
+    plain = "Not delivered: number unreachable (UNDELIV, cause 1)"
+    table = client.get(f"/campaigns/{campaign_id}/messages?status=undelivered").get_data(as_text=True)
+    assert f"<td>{plain}</td>" in table
+    assert plain in client.get(f"/messages/{message_id}").get_data(as_text=True)
+    failed = client.get(f"/campaigns/{campaign_id}/messages?status=failed").get_data(as_text=True)
+    assert "=HYPERLINK(&#34;http://evil&#34;)" in failed

@@ -299,7 +299,8 @@ def summarize(campaign: Campaign, progress: Callable[[int], None] | None = None)
         cost = billed_parts * price
         total_cost += cost
         by_country.append({"region": region or "", "recipients": region_recipients[region],
-                           "parts": region_parts[region], "price": str(price), "cost": str(cost),
+                           "parts": region_parts[region], "billed": billed_parts,  # what price multiplies
+                           "price": str(price), "cost": str(cost),
                            "country_price": (region or "") in prices.by_country})
     default_priced = [entry["region"] or "unknown" for entry in by_country if not entry["country_price"]]
     warning = None

@@ -276,8 +276,7 @@ def _by_month(team_id: int, within: dict[int, int], crossing: list[int],
         return case(*((moment <= bound, index) for index, bound in enumerate(bounds[1:-1])), else_=MONTHS - 1)
 
     parts = [select(month_of(TallyDelta.at).label("month"), TallyDelta.campaign_id,
-                    case((TallyDelta.bucket.in_(tallies.POSTED), TallyDelta.billed + TallyDelta.unbilled), else_=0)
-                    .label("spend"))
+                    tallies.spend_of(TallyDelta.bucket, TallyDelta.billed, TallyDelta.unbilled).label("spend"))
              .where(TallyDelta.campaign_id.in_(select(Campaign.id).where(Campaign.team_id == team_id)),
                     TallyDelta.at > bounds[0], TallyDelta.at <= bounds[-1])]
     if crossing:
@@ -286,7 +285,7 @@ def _by_month(team_id: int, within: dict[int, int], crossing: list[int],
             CampaignMinute.minute <= bounds[-1]))
     if within:
         parts.append(select(literal_column("-1", Integer), CampaignTally.campaign_id,
-                            CampaignTally.billed + CampaignTally.unbilled)
+                            tallies.spend_of(CampaignTally.bucket, CampaignTally.billed, CampaignTally.unbilled))
                      .where(CampaignTally.campaign_id.in_(within), CampaignTally.bucket.in_(tallies.POSTED)))
     # Grouped by the labels of a subquery: PostgreSQL doesn't take two CASEs with bound values as the same.
     spent = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()

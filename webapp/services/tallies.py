@@ -29,8 +29,13 @@ from webapp.models import (
 from webapp.tally_triggers import BUCKETS, REASON_LENGTH
 
 MEASURES = ("messages", "parts", "estimated", "billed", "unbilled", "mismatched", "sent_twice")
-# Buckets whose messages were posted: they cost money (billed where known, else estimated).
+# Buckets whose messages were posted: what the provider billed for them is spent.
 POSTED = ("sending", "accepted", "delivered", "undelivered", "unknown", "replaced")
+# The provider took these: spent is billed where known, else estimated.
+TAKEN = ("accepted", "delivered", "undelivered")
+# Attempts whose fate is unknown (in flight, no answer, replaced by a resend): their estimate is not spent,
+# only "up to" that much more; a late report that confirms one moves it into TAKEN, billed.
+UNCONFIRMED = ("sending", "unknown", "replaced")
 FINAL = ("delivered", "undelivered")  # the delivery report's last word
 FAILED = ("failed", "undelivered")
 STOPPED = (CampaignStatus.CANCELLED, CampaignStatus.FAILED)  # ended for good: what was left is never sent
@@ -97,8 +102,18 @@ class Figures:
 
     @property
     def spend(self) -> Decimal:
-        """Billed where the provider said, estimated where it has not yet."""
-        return self.total("billed", POSTED) + self.total("unbilled", POSTED)
+        """Billed where the provider said, estimated where it took a message but has not billed it yet."""
+        return self.total("billed", POSTED) + self.total("unbilled", TAKEN)
+
+    @property
+    def unconfirmed_spend(self) -> Decimal:
+        """Up to this much more: the estimates of attempts whose fate is unknown, not billed."""
+        return self.total("unbilled", UNCONFIRMED)
+
+    @property
+    def resends(self) -> int:
+        """Attempts replaced by "resend unconfirmed" (still unknown, or confirmed late: sent twice)."""
+        return self.count("replaced") + int(self.total("sent_twice"))
 
     @property
     def billed(self) -> Decimal:
@@ -106,8 +121,14 @@ class Figures:
 
     @property
     def estimated(self) -> Decimal:
-        """What the whole campaign costs by the estimate: everything but what will never be sent."""
+        """What the whole campaign costs by the estimate: everything but what will never be sent. A resent
+        attempt carries no estimate (its resend does, webapp.tally_triggers), so resending keeps it as launched."""
         return self.total("estimated", tuple(b for b in BUCKETS if b not in ("failed", "opted_out", "cancelled")))
+
+
+def spend_of(bucket, billed, unbilled):
+    """SQL for Figures.spend of tally or delta rows (the timeline and the dashboard's months add up the same)."""
+    return (case((bucket.in_(POSTED), billed), else_=0) + case((bucket.in_(TAKEN), unbilled), else_=0))
 
 
 def _rows(campaign_id: int):
@@ -151,7 +172,7 @@ SELECT campaign_id, date_trunc('minute', at),
   sum(CASE WHEN bucket = 'sending' AND messages > 0 THEN messages ELSE 0 END),
   sum(CASE WHEN bucket = 'delivered' AND messages > 0 THEN messages ELSE 0 END),
   sum(CASE WHEN bucket IN {FAILED!r} AND messages > 0 THEN messages ELSE 0 END),
-  sum(CASE WHEN bucket IN {POSTED!r} THEN billed + unbilled ELSE 0 END)
+  sum(CASE WHEN bucket IN {POSTED!r} THEN billed ELSE 0 END + CASE WHEN bucket IN {TAKEN!r} THEN unbilled ELSE 0 END)
 FROM live
 GROUP BY campaign_id, date_trunc('minute', at)
 ON CONFLICT (campaign_id, minute) DO UPDATE SET posted = campaign_minute.posted + excluded.posted,
@@ -189,7 +210,9 @@ def fold() -> None:
             minute[1] += row.messages if row.bucket == "delivered" else 0
             minute[2] += row.messages if row.bucket in FAILED else 0
         if row.bucket in POSTED:
-            minute[3] += Decimal(str(row.billed or 0)) + Decimal(str(row.unbilled or 0))
+            minute[3] += Decimal(str(row.billed or 0))
+        if row.bucket in TAKEN:
+            minute[3] += Decimal(str(row.unbilled or 0))
     for (campaign_id, bucket, reason), sums in tallies.items():
         _add(CampaignTally, dict(campaign_id=campaign_id, bucket=bucket, reason=reason),
              dict(zip(MEASURES, sums, strict=True)))
@@ -224,7 +247,7 @@ def minutes(campaign_id: int) -> list[tuple[datetime, int, int, int, Decimal]]:
               else func.strftime("%Y-%m-%d %H:%M:00", TallyDelta.at))
     unfolded = db.session.execute(
         select(minute, entered("sending"), entered("delivered"), entered(*FAILED),
-               func.sum(case((TallyDelta.bucket.in_(POSTED), TallyDelta.billed + TallyDelta.unbilled), else_=0)))
+               func.sum(spend_of(TallyDelta.bucket, TallyDelta.billed, TallyDelta.unbilled)))
         .where(TallyDelta.campaign_id == campaign_id).group_by(minute)).all()
     merged: dict[datetime, list] = {row[0]: list(row[1:]) for row in folded}
     for at, *values in unfolded:
@@ -248,7 +271,8 @@ def counted(campaign_id: int) -> dict[tuple[str, str], dict]:
     one = lambda condition: case((condition, 1), else_=0)  # noqa: E731
     rows = db.session.execute(
         select(bucket.label("bucket"), reason.label("reason"), func.count(), func.sum(Message.parts),
-               func.sum(Message.estimated_cost), func.sum(func.coalesce(Message.billed_cost, 0)),
+               func.sum(case((Message.resent.is_(True), 0), else_=Message.estimated_cost)),
+               func.sum(func.coalesce(Message.billed_cost, 0)),
                func.sum(case((Message.billed_cost.is_(None), Message.estimated_cost), else_=0)),
                func.sum(one(Message.billed_cost.is_not(None) & (Message.billed_cost != Message.estimated_cost))),
                func.sum(one(Message.sent_twice.is_(True))))

@@ -46,6 +46,12 @@ def init_app(app: Flask) -> None:
 
     app.request_class = UploadRequest
     security.init_app(app)  # first, so every response gets the headers
+    from webapp.web import money
+
+    money.init_app(app)
+    from webapp.provider.reasons import plain_reason
+
+    app.jinja_env.filters["failure_reason"] = plain_reason  # "Not delivered: number unreachable (UNDELIV, cause 1)"
     from webapp.web import (
         access,
         auth,

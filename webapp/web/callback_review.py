@@ -18,7 +18,6 @@ def index():
     page = callbacks.flagged_callbacks(current_user.team_id, before=_cursor("before"), after=_cursor("after"))
     zone = message_log.zone_of(current_user.team.timezone)
     return render_template("callback_review/index.html", page=page, expired=current_user.team.callbacks_expired,
-                           money=lambda value: "" if value is None else message_log.plain_number(value),
                            received=lambda moment: message_log.local_time(moment, zone), zone=zone.key,
                            message_page="messages.show" in current_app.view_functions)
 

@@ -437,6 +437,8 @@ def _status_context(campaign: Campaign) -> dict:
         "stopped": campaign.status in tallies.STOPPED, "only_held": _only_held(campaign, figures),
         "in_flight_minutes": -(-current_app.config["SEND_IN_FLIGHT_SECONDS"] // 60),
         "billed": figures.billed, "spend": figures.spend, "estimated": figures.estimated,
+        "fate_unknown": figures.count(*tallies.UNCONFIRMED), "up_to_more": figures.unconfirmed_spend,
+        "replaced": figures.count("replaced"), "replaced_estimate": figures.total("unbilled", ("replaced",)),
         "held": figures.count("held"), "held_until": shown.held_until,
         "sent_twice": int(figures.total("sent_twice")), "mismatched": int(figures.total("mismatched")),
         "reasons": figures.reasons[:REASONS_SHOWN], "more_reasons": max(0, len(figures.reasons) - REASONS_SHOWN),

@@ -1,7 +1,6 @@
 """The home page: the team's overview of campaigns (state, progress, spend, what runs now) and of its contacts."""
 
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from flask import Blueprint, render_template
 from flask_login import current_user, login_required
@@ -17,12 +16,6 @@ bp = Blueprint("dashboard", __name__)
 RUNNING_POLL_SECONDS = 5
 
 
-def _money(amount) -> str:
-    """An amount in the team's currency, with cents, and fractions of a cent where it has them (a part costs 0.015)."""
-    whole, _, fraction = f"{Decimal(str(amount or 0)):,.4f}".partition(".")
-    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')} {current_user.team.currency}"
-
-
 def _team_time(moment: datetime | None) -> str:
     """A stored (naive UTC) moment as the team's wall-clock time."""
     if moment is None:
@@ -33,8 +26,8 @@ def _team_time(moment: datetime | None) -> str:
 
 @bp.context_processor
 def _helpers() -> dict:
-    """Money in the team's currency and times in its zone, for the dashboard's templates."""
-    return {"money": _money, "team_time": _team_time,
+    """Times in the team's zone, for the dashboard's templates (money is the app's `money` filter)."""
+    return {"team_time": _team_time,
             "team_zone": lambda: overview.team_zone(current_user.team.timezone).key,
             "poll_seconds": RUNNING_POLL_SECONDS}
 

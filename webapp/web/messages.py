@@ -32,14 +32,13 @@ STATUS_CHOICES = [
 
 @bp.context_processor
 def _helpers() -> dict:
-    """Times in the team's zone, status words, cost flags and money without trailing zeros, for the templates."""
+    """Times in the team's zone, status words, and cost flags, for the templates."""
     zone = message_log.zone_of(current_user.team.timezone) if current_user.is_authenticated else None
     return {
         "team_time": lambda moment: message_log.local_time(moment, zone),
         "team_zone": lambda: zone.key,
         "status_word": message_log.status_word,
         "cost_flags": message_log.cost_flags,
-        "money": lambda value: "" if value is None else str(message_log.plain_number(value)),
     }
 
 
