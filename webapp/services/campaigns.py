@@ -25,7 +25,7 @@ from webapp.models import (
 from webapp.provider import multitel, segments
 from webapp.services import test_sends
 from webapp.services.compose import footer_for, team_prices, with_footer
-from webapp.services.ratelimit import RateLimiter
+from webapp.services.ratelimit import RateLimiter, team_limiter
 from webapp.services.teams import notify_url, team_credentials
 from webapp.services.templating import check
 
@@ -257,10 +257,7 @@ def send_test(campaign: Campaign, sample: SampleValues, api_url: str, upload_fol
     limits = limits or test_sends.Limits.from_config(current_app.config)
     team_id, campaign_id, notify = team.id, campaign.id, notify_url(team)
     test_sends.check(team_id, len(messages), limits)  # a loop of clicks is refused before it takes any rate
-    if limiter is None:
-        from webapp.services.sending import team_limiter  # (sending imports this module)
-
-        limiter = team_limiter(team)
+    limiter = limiter or team_limiter(team)
     db.session.commit()  # end the reads: the reservation's transaction starts with its lock
     test_sends.take_rate(limiter, team_id, len(messages), limits.rate_wait_seconds)
     test_sends.reserve(team_id, campaign_id, messages, limits)  # the rows exist before anything is posted
