@@ -1,7 +1,9 @@
 """Team settings: the MultiTEL account, sender numbers, price per part, default country, and sending
 (time zone, send rate, frequency cap)."""
 
-from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from dataclasses import replace
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -10,6 +12,7 @@ from webapp.extensions import db
 from webapp.models import SenderNumber, Team
 from webapp.provider import multitel
 from webapp.services import compose
+from webapp.services.countries import country_name, main_zone
 from webapp.services.phones import Rejection, normalize
 from webapp.services.teams import inbound_url, team_credentials
 from webapp.web.access import admin_required, team_get_or_404
@@ -46,6 +49,7 @@ def _render(provider_form=None, sender_form=None, status=200, message_form=None,
         sending_form=sending_form or SendingSettingsForm(formdata=None, obj=team),
         has_password=bool(team.api_password_encrypted),
         inbound_url=inbound_url(team),
+        default_country_name=country_name(team.default_country),
     ), status
 
 
@@ -69,6 +73,8 @@ def update():
     password = form.api_password.data
     del form.api_password  # write-only: stored encrypted below, never copied onto the row
     form.populate_obj(team)
+    if not team.timezone_chosen:  # nobody chose the zone yet: it follows the default country
+        team.timezone = main_zone(team.default_country)
     if password:
         team.api_password_encrypted = encrypt(password)
     db.session.commit()
@@ -118,16 +124,31 @@ def delete_sender(sender_id: int):
 @login_required
 @admin_required
 def test_connection():
-    """Try the stored credentials against the provider and say plainly what is wrong (an htmx fragment)."""
+    """Try the username and password typed on the form, saved or not, against the provider and say plainly
+    what is wrong (an htmx fragment; htmx posts the form's current values). An empty password field means
+    the stored one, as saving does; the password is never written back into the page."""
+    form = _provider_form(current_user.team)
+    username = form.api_username.data if "api_username" in request.form else current_user.team.api_username
+    typed_password = form.api_password.data or ""
     try:
-        credentials = team_credentials(current_user.team)
+        stored = team_credentials(current_user.team) if not typed_password else None
     except DecryptionError as error:
-        check = multitel.ConnectionCheck(False, str(error))
+        return render_template("settings/_connection.html", check=multitel.ConnectionCheck(False, str(error)))
+    password = typed_password or (stored.password if stored else "")
+    if not username or not password:
+        missing = " and ".join(name for name, value in (("username", username), ("password", password)) if not value)
+        check = multitel.ConnectionCheck(False, f"Enter the API {missing} first: none is typed on the form or "
+                                         "stored.")
+    elif len(username) > 120 or len(password) > 200:
+        check = multitel.ConnectionCheck(False, "The username or password is longer than MultiTEL allows.")
     else:
-        if credentials is None:
-            check = multitel.ConnectionCheck(False, "Enter the API username and password first, then save.")
-        else:
-            check = multitel.check_connection(current_app.config["MULTITEL_API_URL"], credentials)
+        check = multitel.check_connection(current_app.config["MULTITEL_API_URL"],
+                                          multitel.Credentials(username, password))
+        tested = "the stored password" if not typed_password else "the password typed on the form"
+        saved = (username == current_user.team.api_username and not typed_password)
+        check = replace(check, verified_by=" ".join(filter(None, [
+            check.verified_by, f"Tested username “{username}” with {tested}"
+            + ("." if saved else "; not saved yet: press Save to keep them.")])))
     return render_template("settings/_connection.html", check=check)
 
 
@@ -160,6 +181,7 @@ def update_sending():
     if not form.validate():
         return _render(sending_form=form, status=400)
     form.populate_obj(team)
+    team.timezone_chosen = True
     db.session.commit()
     flash("Sending settings saved.", "success")
     return redirect(url_for("settings.index"))
