@@ -131,11 +131,14 @@ def reserve(team_id: int, campaign_id: int, messages: list[Message], limits: Lim
     reserved = db.session.execute(update(Campaign).where(
         Campaign.id == campaign_id,
         Campaign.budget_cap.is_(None) | (Campaign.reserved_cost + cost <= Campaign.budget_cap))
-        .values(reserved_cost=Campaign.reserved_cost + cost)).rowcount
+        .values(reserved_cost=Campaign.reserved_cost + cost).execution_options(synchronize_session=False)).rowcount
     if not reserved:
-        spent, cap = db.session.execute(select(Campaign.reserved_cost, Campaign.budget_cap)
-                                        .where(Campaign.id == campaign_id)).one()
+        row = db.session.execute(select(Campaign.reserved_cost, Campaign.budget_cap)
+                                 .where(Campaign.id == campaign_id)).first()
         db.session.rollback()
+        if row is None:
+            raise Refused("That campaign doesn't exist any more; nothing was sent.", status=404)
+        spent, cap = row
         raise Refused(f"This test send ({cost.normalize():f}) would pass the campaign's budget cap: "
                       f"{spent.normalize():f} of {cap.normalize():f} is counted already. Raise the cap first; "
                       "nothing was sent.", status=409)
@@ -157,5 +160,6 @@ def settle(campaign_id: int, message: Message) -> None:
         return
     if change:
         db.session.execute(update(Campaign).where(Campaign.id == campaign_id)
-                           .values(reserved_cost=Campaign.reserved_cost + change))
+                           .values(reserved_cost=Campaign.reserved_cost + change)
+                           .execution_options(synchronize_session=False))
 
