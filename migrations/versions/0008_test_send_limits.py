@@ -2,7 +2,7 @@
 sends for their limits, and whether a person chose the team's time zone.
 
 The tally triggers are created again with test sends counted (webapp.tally_triggers.TEST_BUCKETS); test
-sends made before are added once here as deltas at the moment they were posted, so the next fold puts
+sends made before are counted once here, as deltas at the moment they were posted, so the next fold puts
 their spend in its month. Teams whose zone is not UTC had it chosen; a UTC team is asked once. Plain
 operations, not SQLite's batch mode, which would rebuild message and drop the triggers.
 
@@ -33,6 +33,9 @@ def upgrade():
                     postgresql_where=TEST, sqlite_where=TEST)
     for statement in statements(op.get_bind().dialect.name):
         op.execute(statement)
+    # 0003 creates the triggers of the code it runs with: start the test buckets from the messages either way.
+    op.execute("DELETE FROM tally_delta WHERE bucket IN ('test', 'test_unsent')")
+    op.execute("DELETE FROM campaign_tally WHERE bucket IN ('test', 'test_unsent')")
     op.execute("""
 INSERT INTO tally_delta (campaign_id, bucket, reason, at, messages, parts, estimated, billed, unbilled, mismatched,
                          sent_twice)
