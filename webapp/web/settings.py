@@ -14,7 +14,7 @@ from webapp.provider import multitel
 from webapp.services import compose
 from webapp.services.countries import country_name, main_zone
 from webapp.services.phones import Rejection, normalize
-from webapp.services.teams import inbound_url, team_credentials
+from webapp.services.teams import credentials_to_test, inbound_url
 from webapp.web.access import admin_required, team_get_or_404
 from webapp.web.forms import (
     COUNTRY_CHOICES,
@@ -125,30 +125,20 @@ def delete_sender(sender_id: int):
 @admin_required
 def test_connection():
     """Try the username and password typed on the form, saved or not, against the provider and say plainly
-    what is wrong (an htmx fragment; htmx posts the form's current values). An empty password field means
-    the stored one, as saving does; the password is never written back into the page."""
-    form = _provider_form(current_user.team)
-    username = form.api_username.data if "api_username" in request.form else current_user.team.api_username
-    typed_password = form.api_password.data or ""
+    what is wrong (an htmx fragment: htmx posts the form's current values). The password is never
+    written back into the page."""
+    team = current_user.team
+    form = _provider_form(team)
+    username = form.api_username.data if "api_username" in request.form else team.api_username
     try:
-        stored = team_credentials(current_user.team) if not typed_password else None
-    except DecryptionError as error:
-        return render_template("settings/_connection.html", check=multitel.ConnectionCheck(False, str(error)))
-    password = typed_password or (stored.password if stored else "")
-    if not username or not password:
-        missing = " and ".join(name for name, value in (("username", username), ("password", password)) if not value)
-        check = multitel.ConnectionCheck(False, f"Enter the API {missing} first: none is typed on the form or "
-                                         "stored.")
-    elif len(username) > 120 or len(password) > 200:
-        check = multitel.ConnectionCheck(False, "The username or password is longer than MultiTEL allows.")
-    else:
-        check = multitel.check_connection(current_app.config["MULTITEL_API_URL"],
-                                          multitel.Credentials(username, password))
-        tested = "the stored password" if not typed_password else "the password typed on the form"
-        saved = (username == current_user.team.api_username and not typed_password)
-        check = replace(check, verified_by=" ".join(filter(None, [
-            check.verified_by, f"Tested username “{username}” with {tested}"
-            + ("." if saved else "; not saved yet: press Save to keep them.")])))
+        credentials, saved = credentials_to_test(team, username, form.api_password.data)
+    except (ValueError, DecryptionError) as problem:
+        return render_template("settings/_connection.html", check=multitel.ConnectionCheck(False, str(problem)))
+    check = multitel.check_connection(current_app.config["MULTITEL_API_URL"], credentials)
+    password = "the password typed on the form" if form.api_password.data else "the stored password"
+    tried = (f"Tried username “{credentials.username}” with {password}"
+             + ("." if saved else "; not saved yet: press Save to keep them."))
+    check = replace(check, verified_by=" ".join(filter(None, [check.verified_by, tried])))
     return render_template("settings/_connection.html", check=check)
 
 
