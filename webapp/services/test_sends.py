@@ -94,7 +94,8 @@ def check(team_id: int, needed: int, limits: Limits) -> Allowance:
 def _limit_text(left: Allowance, needed: int) -> str:
     limits = left.limits
     when = f" One more frees up in {ceil(left.frees_in)} s." if left.frees_in else ""
-    return (f"Test send limit reached: your team may send {limits.per_minute} test messages a minute and "
+    return (f"Test send limit reached: your team may send {limits.per_minute} test "
+            f"message{'' if limits.per_minute == 1 else 's'} a minute and "
             f"{limits.per_day} a day; {left.left} {'is' if left.left == 1 else 'are'} left now and this test needs "
             f"{needed} (one per test number).{when} Nothing was sent.")
 
