@@ -147,6 +147,8 @@ def test_connection_test_tries_the_values_typed_before_saving(app, client, auth,
     """Nothing saved yet: the typed username and password are tried, the page says they are not saved, the
     password is never echoed back, and nothing is stored."""
     team_id = _admin(app, auth)
+    answer = client.post("/settings/test-connection", data=_typed(username="", password=SECRET)).get_data(as_text=True)
+    assert "Enter the API username first" in answer
     answer = client.post("/settings/test-connection", data=_typed(password=SECRET)).get_data(as_text=True)
     assert "Connected." in answer and "not saved yet" in answer
     assert "Tried username “sandbox” with the password typed on the form; not saved yet" in answer
@@ -166,8 +168,6 @@ def test_connection_test_tries_a_typed_wrong_password_over_the_stored_right_one(
     assert "Connected." in answer and "with the stored password." in answer
     answer = client.post("/settings/test-connection", data=_typed(username="someone-else")).get_data(as_text=True)
     assert "Not connected." in answer and "“someone-else” with the stored password; not saved yet" in answer
-    answer = client.post("/settings/test-connection", data=_typed(username="")).get_data(as_text=True)
-    assert "Enter the API username first" in answer
 
 
 def test_a_new_team_starts_in_its_default_country_zone_and_is_asked_to_choose(app, client, auth):

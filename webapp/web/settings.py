@@ -3,7 +3,7 @@
 
 from dataclasses import replace
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -129,9 +129,9 @@ def test_connection():
     written back into the page."""
     team = current_user.team
     form = _provider_form(team)
-    username = form.api_username.data if "api_username" in request.form else team.api_username
-    try:
-        credentials, saved = credentials_to_test(team, username, form.api_password.data)
+    try:  # an empty field means the stored value, as saving does for the password
+        credentials, saved = credentials_to_test(team, form.api_username.data or team.api_username,
+                                                 form.api_password.data)
     except (ValueError, DecryptionError) as problem:
         return render_template("settings/_connection.html", check=multitel.ConnectionCheck(False, str(problem)))
     check = multitel.check_connection(current_app.config["MULTITEL_API_URL"], credentials)
