@@ -30,8 +30,10 @@ PASSWORD = "correct horse battery"
 _sequence = itertools.count(1)
 
 
-def make_team(name: str | None = None) -> Team:
+def make_team(name: str | None = None, timezone: str = "UTC") -> Team:
+    """A team in `timezone` (UTC unless a test says otherwise, so times read the same whatever the country)."""
     team = get_or_create_team(name or f"Team {next(_sequence)}")
+    team.timezone = timezone
     db.session.commit()
     return team
 

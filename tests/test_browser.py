@@ -371,3 +371,24 @@ def test_mapping_preview_keeps_the_phone_column_in_view(app, page, tmp_path):
     phone_cell = preview.locator("td", has_text="+14155550100").bounding_box()
     assert phone_cell["x"] + phone_cell["width"] <= visible_right
     assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+
+
+def test_test_connection_tries_what_is_typed_before_it_is_saved(app, page, sandbox):
+    """Typing the sandbox's username and password and clicking Test connection (htmx posts the form as it is)
+    connects, says nothing is saved yet, stores nothing, and never writes the password into the page."""
+    from webapp.models import Team
+
+    with app.app_context():
+        make_user(make_team("Acme"), Role.OWNER, "owner@example.com")
+    _sign_in(page, "owner@example.com")
+    page.wait_for_url("**/")
+    page.goto("/settings/")
+    page.get_by_label("API username").fill("sandbox")
+    page.get_by_label("API password").fill("sandbox")
+    page.get_by_role("button", name="Test connection").click()
+    result = page.locator("#connection-result")
+    result.get_by_text("Connected.").wait_for()
+    assert "not saved yet" in result.inner_text()
+    assert 'value="sandbox"' not in page.locator("#api_password").evaluate("e => e.outerHTML")
+    with app.app_context():
+        assert db.session.scalar(select(Team.api_password_encrypted)) is None

@@ -148,3 +148,35 @@ def test_the_chart_reads_on_a_phone(app, page):
     assert len(times) >= 3
     assert all(found["frame"][0] <= left and right <= found["frame"][1] for left, right, _, _ in times), times
     assert all(earlier[1] < later[0] for earlier, later in zip(times, times[1:], strict=False)), times
+
+
+def test_test_sends_count_down_in_the_page_and_a_click_past_the_limit_says_why(app, sandbox, page):
+    """Each test send updates 'left now' in place; the click past the team's limit shows the refusal (429)
+    without replacing the outcome, and nothing more reaches the sandbox."""
+    app.config.update(TEST_SENDS_PER_MINUTE=1)
+    with app.app_context():
+        team = make_team("Acme")
+        team.api_username, team.api_password_encrypted = "sandbox", encrypt("sandbox")
+        team.test_numbers = ["+14155550901"]
+        db.session.commit()
+        make_user(team, Role.EDITOR, "ed@example.com")
+        campaign_id = make_campaign(team, [], body="Hi", name="Spring sale", sender=make_sender(team)).id
+
+    page.goto("/login")
+    page.get_by_label("Email").fill("ed@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/")
+    page.goto(f"/campaigns/{campaign_id}")
+    allowance = page.locator("#test-send-allowance")
+    assert allowance.inner_text().startswith("1 test message left now")
+    page.get_by_role("button", name="Send test").click()
+    page.locator("#test-send-outcomes").get_by_text("accepted").wait_for()
+    page.wait_for_function("document.getElementById('test-send-allowance').innerText.startsWith('0 test messages')")
+    page.get_by_role("button", name="Send test").click()
+    refusal = page.locator("#request-error")
+    refusal.wait_for(state="visible")
+    assert "Test send limit reached" in refusal.inner_text()
+    assert page.locator("#test-send-outcomes").count() == 1
+    assert len(requests.get(f"{sandbox.url}/_sandbox/sends", timeout=5).json()) == 1
+    screenshot(page, "test-send-limit")

@@ -197,3 +197,73 @@ def test_dev_restarts_a_dead_worker_or_scheduler_and_keeps_serving(dev):
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert "worker stopped (exit code -9); starting a new one." in dev.output
     assert "scheduler stopped (exit code -9); starting a new one." in dev.output
+
+
+def _signed_in(dev: Dev) -> tuple[requests.Session, str, str]:
+    """A session signed in with the login dev printed: (session, base URL, CSRF token)."""
+    login = dev.wait_for_line(r"Sign in as (\S+) with password (\S+)")
+    url, session = f"http://127.0.0.1:{dev.port}", requests.Session()
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', session.get(f"{url}/login", timeout=30).text)
+    response = session.post(f"{url}/login", data={"csrf_token": token.group(1), "email": login.group(1),
+                                                  "password": login.group(2)}, timeout=30, allow_redirects=False)
+    assert response.status_code == 302, response.text[:500]
+    page = session.get(f"{url}/settings/", timeout=30).text
+    return session, url, re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+
+
+def _add_contacts(dev: Dev, phones: list[str]) -> int:
+    """A list of the demo team, written straight into dev's database (as an import would leave it): its id."""
+    from tests.factories import make_contact, make_list
+    from webapp import create_app
+    from webapp.extensions import db
+    from webapp.models import Team
+
+    app = create_app({"INSTANCE_PATH": str(dev.instance), "REDIS_URL": "redis://127.0.0.1:9",
+                      "SQLALCHEMY_DATABASE_URI": f"sqlite:///{dev.instance / 'campaigns.sqlite3'}"})
+    with app.app_context():
+        team = db.session.scalar(db.select(Team).where(Team.name == "Demo team"))
+        contacts = make_list(team, "First customers")
+        for phone in phones:
+            make_contact(contacts, phone, first_name="Ana")
+        list_id = contacts.id
+        db.session.remove()
+        db.engine.dispose()
+    return list_id
+
+
+@pytest.mark.slow
+def test_the_demo_team_can_test_and_launch_a_campaign_to_the_sandbox_without_setup(dev):
+    """The demo team has the sandbox's account, a sender and a test number: a new user's first campaign is
+    tested and launched without visiting Settings, and the sandbox receives it from the demo sender."""
+    session, url, token = _signed_in(dev)
+    settings = session.get(f"{url}/settings/", timeout=30).text
+    assert 'value="sandbox"' in settings and "A password is stored (encrypted)" in settings
+    assert "+14155550100" in settings and "+14155550199" in settings
+    assert 'id="timezone-prompt"' in settings and "America/New York" in settings  # US: asked, not silently UTC
+    assert 'value=""' in re.search(r'<input[^>]*name="api_password"[^>]*>', settings).group(0)  # never echoed
+
+    list_id = _add_contacts(dev, ["+14155550001", "+14155550002"])
+    new = session.get(f"{url}/campaigns/new", timeout=30).text
+    sender_id = re.search(r'<option[^>]*value="(\d+)"[^>]*>[^<]*\+14155550100', new).group(1)
+    response = session.post(f"{url}/campaigns/", timeout=30, allow_redirects=False, data={
+        "csrf_token": token, "name": "First", **{f"lists-{i}": "0" for i in range(5)}, "lists-0": str(list_id),
+        "template_id": "0", "sender_number_id": sender_id, "footer": "on"})
+    assert response.status_code == 302, response.text[:800]
+    campaign = response.headers["Location"].rstrip("/").split("/")[-1]
+    response = session.post(f"{url}/campaigns/{campaign}", timeout=30, allow_redirects=False, data={
+        "csrf_token": token, "name": "First", **{f"lists-{i}": "0" for i in range(5)}, "lists-0": str(list_id),
+        "sender_number_id": sender_id, "body": "Hi {{ first_name }}", "footer": "on"})
+    assert response.status_code == 302, response.text[:800]
+
+    tested = session.post(f"{url}/campaigns/{campaign}/test-send", timeout=60,
+                          data={"csrf_token": token, "sample_contact": "0"})
+    assert tested.status_code == 200 and 'badge-ok">accepted' in tested.text, tested.text[:800]
+    launched = session.post(f"{url}/campaigns/{campaign}/launch", timeout=60, allow_redirects=False, data={
+        "csrf_token": token, "when": "now", "quiet_start": "08:00", "quiet_end": "21:00"})
+    assert launched.status_code == 302, launched.text[:800]
+
+    def sent():
+        sends = requests.get(f"http://127.0.0.1:{dev.sandbox_port}/_sandbox/sends", timeout=30).json()
+        return {entry["to"] for entry in sends if entry["from"] == "+14155550100"} >= {
+            "+14155550001", "+14155550002", "+14155550199"}
+    _wait_for(sent, START_SECONDS, lambda: "the sandbox to receive the campaign:\n" + dev.output)

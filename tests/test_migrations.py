@@ -154,3 +154,54 @@ def test_a_campaign_resent_before_the_upgrade_keeps_its_launch_estimate(app_conf
             db.engine.dispose()
     finally:
         drop()
+
+
+def test_test_sends_made_before_0008_count_in_their_campaign_spend(app_config, tmp_path):
+    """Upgrading to 0008 adds earlier test sends to their campaign's tallies (spend only) once, equal to a
+    recount; a team whose zone is not UTC had it chosen, a UTC one is asked."""
+    from decimal import Decimal
+
+    from sqlalchemy import text
+
+    from webapp.services import tallies
+
+    url, drop = _fresh_database_url(tmp_path)
+    try:
+        app = create_app(dict(app_config, SQLALCHEMY_DATABASE_URI=url))
+        with app.app_context():
+            upgrade(revision="0004")
+            with db.engine.begin() as connection:
+                for team_id, zone in ((1, "UTC"), (2, "Europe/Paris")):
+                    connection.execute(text(
+                        "INSERT INTO team (id, name, created_at, default_country, price_per_part, currency, "
+                        "callback_token, inbound_token, timezone, send_rate, optout_footer, test_numbers, mms_price, "
+                        "country_prices, callbacks_expired) VALUES (:id, :name, '2026-01-01', 'US', 0.015, 'USD', "
+                        ":token, :inbound, :zone, 10, '', '[]', 0.05, '{}', 0)"),
+                        {"id": team_id, "name": f"T{team_id}", "token": f"c{team_id}", "inbound": f"i{team_id}",
+                         "zone": zone})
+                connection.execute(text(
+                    "INSERT INTO campaign (id, team_id, name, status, body, include_footer, quiet_hours, quiet_start, "
+                    "quiet_end, reserved_cost, exclusions, opt_outs_caused, zone_fallbacks, created_at, updated_at) "
+                    "VALUES (1, 1, 'Draft', 'draft', 'Hi', true, true, '08:00', '21:00', 0, '{}', 0, 0, "
+                    "'2026-01-01', '2026-01-01')"))
+                for n, (status, billed) in enumerate([("delivered", "0.015"), ("failed", None)]):
+                    connection.execute(text(
+                        "INSERT INTO message (team_id, campaign_id, kind, phone, sender, text, encoding, parts, "
+                        "estimated_cost, is_mms, reference, status, held, attempts, resent, sent_twice, error, "
+                        "created_at, updated_at, sent_at, billed_cost) VALUES (1, 1, 'test', '+14155550901', '', "
+                        "'Hi', 'gsm7', 1, 0.015, false, :reference, :status, false, 0, false, false, NULL, "
+                        "'2026-01-01', '2026-01-01', '2026-01-01 10:00:00', :billed)"),
+                        {"reference": f"t{n}", "status": status, "billed": billed})
+            upgrade()
+            figures = tallies.figures(1)
+            assert (figures.test_sends, figures.messages, figures.test_spend) == (1, 0, Decimal("0.015"))
+            assert tallies.differences(1) == {}
+            tallies.fold()
+            assert tallies.differences(1) == {} and tallies.figures(1).spend == Decimal("0.015")
+            chosen = dict(db.session.execute(text("SELECT id, timezone_chosen FROM team")).all())
+            assert {key: bool(value) for key, value in chosen.items()} == {1: False, 2: True}
+            db.session.remove()
+            downgrade(revision="base")
+            db.engine.dispose()
+    finally:
+        drop()

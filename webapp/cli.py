@@ -33,6 +33,8 @@ from webapp.services.accounts import AccountError, create_user, get_or_create_te
 
 DEMO_EMAIL = "demo@example.com"
 DEMO_TEAM = "Demo team"
+# Valid US numbers in the 555-01xx range set aside for fiction: the sandbox takes any sender, nobody owns them.
+DEMO_SENDER, DEMO_TEST_NUMBER = "+14155550100", "+14155550199"
 
 
 def main() -> None:
@@ -252,8 +254,9 @@ def _wait_for_signal() -> None:
         time.sleep(0.2)
 
 
-def _ensure_demo_login(instance_path: str) -> tuple[str, str]:
-    """Create the demo team and user on first run; the password is kept in the instance folder."""
+def _ensure_demo_login(instance_path: str, on_sandbox: bool = True) -> tuple[str, str]:
+    """Create the demo team and user on first run; the password is kept in the instance folder. While the
+    provider is the sandbox, the team gets what a first campaign needs (see _ready_for_the_sandbox)."""
     password_file = Path(instance_path) / "demo-login.txt"
     if db.session.scalar(select(User.id).where(User.email == DEMO_EMAIL)) is None:
         password = secrets.token_urlsafe(12)
@@ -261,8 +264,27 @@ def _ensure_demo_login(instance_path: str) -> tuple[str, str]:
         db.session.commit()
         password_file.write_text(password)
         password_file.chmod(0o600)
+    if on_sandbox:
+        _ready_for_the_sandbox(get_or_create_team(DEMO_TEAM))
     password = password_file.read_text().strip() if password_file.exists() else "(set when it was created)"
     return DEMO_EMAIL, password
+
+
+def _ready_for_the_sandbox(team) -> None:
+    """The sandbox's account, a demo sender and a test number for the demo team, each only where it has none
+    yet (what a person set in Settings stays), so a new user's first campaign needs no guessing."""
+    from webapp.encryption import encrypt
+    from webapp.models import SenderNumber
+    from webapp.provider.sandbox import SandboxConfig
+
+    if not team.api_username and not team.api_password_encrypted:
+        team.api_username, password = next(iter(SandboxConfig().accounts.items()))
+        team.api_password_encrypted = encrypt(password)
+    if not team.sender_numbers:
+        team.sender_numbers.append(SenderNumber(number=DEMO_SENDER, label="Demo sender (sandbox)"))
+    if not team.test_numbers:
+        team.test_numbers = [DEMO_TEST_NUMBER]
+    db.session.commit()
 
 
 # Children of `campaigns dev` that are restarted when they die; the web and the sandbox are not (a crash
@@ -330,8 +352,10 @@ def dev_command(host: str, port: int, sandbox_port: int):
     env.setdefault("SANDBOX_URL", sandbox_url)
     env.setdefault("MULTITEL_API_URL", sandbox_url)
 
+    on_sandbox = env["MULTITEL_API_URL"].rstrip("/") == env["SANDBOX_URL"].rstrip("/")
+
     upgrade()
-    email, password = _ensure_demo_login(app.instance_path)
+    email, password = _ensure_demo_login(app.instance_path, on_sandbox)
 
     python = sys.executable
     commands = {
@@ -360,7 +384,8 @@ def dev_command(host: str, port: int, sandbox_port: int):
         click.echo(
             f"\n  Campaigns is running at {base_url}\n"
             f"  Sign in as {email} with password {password}\n"
-            f"  Sandbox provider at {sandbox_url}. Press Ctrl-C to stop.\n"
+            f"  Sandbox provider at {sandbox_url}"
+            + (f" (the demo team sends there from {DEMO_SENDER})" if on_sandbox else "") + ". Press Ctrl-C to stop.\n"
         )
         _supervise(processes, commands, env, stopping)
     finally:

@@ -93,6 +93,11 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SEND_JOB_TIMEOUT": int(_env("SEND_JOB_TIMEOUT", "600")),
         "SEND_IN_FLIGHT_SECONDS": int(_env("SEND_IN_FLIGHT_SECONDS", "120")),
         "SEND_STALL_SECONDS": int(_env("SEND_STALL_SECONDS", "180")),
+        # Test sends (webapp.services.test_sends): messages per team per minute and per day (each one is
+        # billed), and how long a test send may wait for a slot of the team's send rate before it is refused.
+        "TEST_SENDS_PER_MINUTE": int(_env("TEST_SENDS_PER_MINUTE", "10")),
+        "TEST_SENDS_PER_DAY": int(_env("TEST_SENDS_PER_DAY", "100")),
+        "TEST_SEND_RATE_WAIT_SECONDS": float(_env("TEST_SEND_RATE_WAIT_SECONDS", "5")),
         # How long an unknown message waits for a callback before "resend unconfirmed" is offered.
         "UNCONFIRMED_GRACE_SECONDS": int(_env("UNCONFIRMED_GRACE_SECONDS", "3600")),
         # A sent message still without a final delivery report after this long is listed on its campaign.

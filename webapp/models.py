@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Enum, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Enum, ForeignKey, Index, Numeric, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -83,6 +83,8 @@ class Team(db.Model):
     # Sending (webapp.services.sending): the team's zone for schedules and quiet-hours fallbacks, its share
     # of the provider's rate (messages per second, across all workers), and the optional frequency cap.
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # False until a person chose the zone (Settings asks): until then it is the default country's main zone.
+    timezone_chosen: Mapped[bool] = mapped_column(default=False, server_default=false())
     send_rate: Mapped[Decimal] = mapped_column(Numeric(8, 2), default=Decimal("10"))
     frequency_cap_hours: Mapped[int | None]
     # Unmatched status callbacks deleted because the team held more than CALLBACK_ORPHAN_LIMIT
@@ -554,6 +556,9 @@ class Message(db.Model):
         # When the first message held for quiet hours goes out, without reading the campaign's queue.
         Index("ix_message_campaign_held_until", "campaign_id", "status", "not_before",
               postgresql_where=db.text("held IS true"), sqlite_where=db.text("held IS 1")),
+        # A team's test sends of the last minute and day (webapp.services.test_sends): only test rows held.
+        Index("ix_message_team_test_sends", "team_id", "created_at",
+              postgresql_where=db.text("kind = 'test'"), sqlite_where=db.text("kind = 'test'")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

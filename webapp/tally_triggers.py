@@ -14,20 +14,27 @@ at launch is one aggregate, not a million trigger calls); SQLite has only row tr
 
 from sqlalchemy import DDL, Table, event
 
-# A message's bucket: its status, with "held for quiet hours" and "replaced by a resend" apart.
+# A campaign message's bucket: its status, with "held for quiet hours" and "replaced by a resend" apart.
 BUCKETS = ("created", "held", "sending", "accepted", "delivered", "undelivered", "failed", "unknown", "replaced",
            "opted_out", "cancelled")
+# A test send is no recipient's message, but it costs money: posted ones are "test" (their spend counts),
+# the others (not posted yet, or not sent) "test_unsent". Neither is in BUCKETS, so no count includes them.
+TEST_BUCKETS = ("test", "test_unsent")
+TEST_POSTED = ("sending", "accepted", "delivered", "undelivered", "unknown")
 REASON_LENGTH = 120
 
 
 def _bucket(row: str) -> str:
-    return (f"CASE WHEN {row}.status = 'created' AND {row}.held THEN 'held' "
+    posted = ", ".join(f"'{status}'" for status in TEST_POSTED)
+    return (f"CASE WHEN {row}.kind = 'test' THEN CASE WHEN {row}.status IN ({posted}) THEN 'test' "
+            f"ELSE 'test_unsent' END "
+            f"WHEN {row}.status = 'created' AND {row}.held THEN 'held' "
             f"WHEN {row}.status = 'unknown' AND {row}.resent THEN 'replaced' ELSE {row}.status END")
 
 
 def _reason(row: str) -> str:
-    """Why it failed (the breakdown on the campaign page); empty for every other bucket."""
-    return (f"CASE WHEN {row}.status IN ('failed', 'undelivered') "
+    """Why a campaign message failed (the breakdown on the campaign page); empty for every other bucket."""
+    return (f"CASE WHEN {row}.kind = 'campaign' AND {row}.status IN ('failed', 'undelivered') "
             f"THEN substr(coalesce({row}.error, ''), 1, {REASON_LENGTH}) ELSE '' END")
 
 
@@ -50,7 +57,7 @@ def _measure_list(row: str, sign: str) -> tuple[str, ...]:
 
 
 COLUMNS = "campaign_id, bucket, reason, at, messages, parts, estimated, billed, unbilled, mismatched, sent_twice"
-_COUNTED = "{row}.campaign_id IS NOT NULL AND {row}.kind = 'campaign'"
+_COUNTED = "{row}.campaign_id IS NOT NULL"  # a campaign's messages and its test sends
 
 
 def _postgresql_function() -> str:

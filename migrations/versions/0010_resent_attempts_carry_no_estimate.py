@@ -5,7 +5,7 @@ The triggers are recreated with the new measure; the estimates resent rows alrea
 one delta per (campaign, bucket, reason) that differs from a recount, which the next fold adds in like any other.
 
 Revision ID: 0010
-Revises: 0004
+Revises: 0008
 Create Date: 2026-12-07 21:20:00.000000
 
 """
@@ -16,7 +16,7 @@ from webapp.tally_triggers import REASON_LENGTH, statements
 
 # revision identifiers, used by Alembic.
 revision = '0010'
-down_revision = '0004'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
@@ -41,8 +41,8 @@ FROM (SELECT m.campaign_id,
              ELSE '' END AS reason,
         {measure.format(row="m")} AS estimated
       FROM message m WHERE kind = 'campaign' AND campaign_id IN ({affected})
-      UNION ALL SELECT campaign_id, bucket, reason, -estimated FROM campaign_tally WHERE campaign_id IN ({affected})
-      UNION ALL SELECT campaign_id, bucket, reason, -estimated FROM tally_delta WHERE campaign_id IN ({affected})
+      UNION ALL SELECT campaign_id, bucket, reason, -estimated FROM campaign_tally WHERE campaign_id IN ({affected}) AND bucket NOT IN ('test', 'test_unsent')
+      UNION ALL SELECT campaign_id, bucket, reason, -estimated FROM tally_delta WHERE campaign_id IN ({affected}) AND bucket NOT IN ('test', 'test_unsent')
      ) differences
 GROUP BY campaign_id, bucket, reason
 HAVING sum(estimated) <> 0

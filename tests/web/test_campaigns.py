@@ -153,6 +153,42 @@ def test_a_test_send_shows_the_outcome_inline(app, client, setup, sandbox):
         assert message.reference and message.unique_id in page
 
 
+def test_a_loop_of_test_sends_past_the_team_limit_is_refused_and_the_page_counts_down(app, client, setup, sandbox):
+    """Two a minute: each send says what is left; the third click answers 429 with the reason (no 500, nothing
+    posted), and the draft page says how many are left."""
+    app.config.update(TEST_SENDS_PER_MINUTE=2, TEST_SENDS_PER_DAY=5)
+    campaign_id = create(client, setup)
+    page = client.get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    assert 'id="test-send-allowance"' in page and "<strong>2</strong> test messages left now" in page
+    assert "2 of 2 in the last minute" in page and "5 of 5 in the last 24 hours" in page
+    for left in ("1</strong> test message left", "0</strong> test messages left"):
+        response = client.post(f"/campaigns/{campaign_id}/test-send", data={"sample_contact": "0"})
+        fragment = response.get_data(as_text=True)
+        assert response.status_code == 200 and 'badge-ok">accepted' in fragment
+        assert left in fragment and 'hx-swap-oob="true"' in fragment
+    for _ in range(3):
+        response = client.post(f"/campaigns/{campaign_id}/test-send", data={"sample_contact": "0"})
+        text = response.get_data(as_text=True)
+        assert response.status_code == 429 and 1 <= int(response.headers["Retry-After"]) <= 60
+        assert "Test send limit reached" in text and "data-error-message" in text and "Nothing was sent" in text
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count()).select_from(Message)) == 2
+    page = client.get(f"/campaigns/{campaign_id}").get_data(as_text=True)
+    assert "<strong>0</strong> test messages left now" in page and "one more frees up in" in page
+
+
+def test_a_launched_campaign_shows_its_test_sends_in_its_spend(app, client, setup, sandbox):
+    """Spend on the campaign page includes the draft's billed test sends, and says how much of it they are."""
+    campaign_id = create(client, setup)
+    assert client.post(f"/campaigns/{campaign_id}/test-send", data={"sample_contact": "0"}).status_code == 200
+    client.post(f"/campaigns/{campaign_id}/launch", data={"when": "now", "quiet_start": "08:00", "quiet_end": "21:00"})
+    with app.app_context():
+        assert db.session.get(Campaign, campaign_id).launched_at is not None
+    page = client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True)
+    assert 'id="spend-tests">0.0150 USD' in page and 'id="spend-total">0.0150 USD' in page
+    assert "Of which test sends (1," in page
+
+
 def test_a_test_send_without_numbers_says_so(app, client, setup):
     """No test numbers: the reason, not an error page."""
     with app.app_context():

@@ -135,3 +135,81 @@ def test_sandbox_banner_shows_when_on_the_sandbox(app, client, auth, sandbox):
     assert "Sandbox mode" in client.get("/").get_data(as_text=True)
     app.config["MULTITEL_API_URL"] = "https://api.multitel.net"
     assert "Sandbox mode" not in client.get("/").get_data(as_text=True)
+
+
+def _typed(username="sandbox", password="", **extra):
+    """The provider form as htmx posts it with the Test connection button: whatever is typed, saved or not."""
+    return {"api_username": username, "api_password": password, "price_per_part": "0.02", "currency": "EUR",
+            "default_country": "US", **extra}
+
+
+def test_connection_test_tries_the_values_typed_before_saving(app, client, auth, sandbox):
+    """Nothing saved yet: the typed username and password are tried, the page says they are not saved, the
+    password is never echoed back, and nothing is stored."""
+    team_id = _admin(app, auth)
+    answer = client.post("/settings/test-connection", data=_typed(username="", password=SECRET)).get_data(as_text=True)
+    assert "Enter the API username first" in answer
+    answer = client.post("/settings/test-connection", data=_typed(password=SECRET)).get_data(as_text=True)
+    assert "Connected." in answer and "not saved yet" in answer
+    assert "Tried username “sandbox” with the password typed on the form; not saved yet" in answer
+    with app.app_context():
+        team = db.session.get(Team, team_id)
+        assert team.api_username is None and team.api_password_encrypted is None
+
+
+def test_connection_test_tries_a_typed_wrong_password_over_the_stored_right_one(app, client, auth, sandbox):
+    """A saved, working account and a wrong password typed over it: the typed one is refused, the stored one
+    untouched; with the password field empty the stored password is tried, with the typed username."""
+    _admin(app, auth)
+    _save(client)
+    answer = client.post("/settings/test-connection", data=_typed(password="not-the-password")).get_data(as_text=True)
+    assert "Not connected." in answer and "refused" in answer and "not-the-password" not in answer
+    answer = client.post("/settings/test-connection", data=_typed()).get_data(as_text=True)
+    assert "Connected." in answer and "with the stored password." in answer
+    answer = client.post("/settings/test-connection", data=_typed(username="someone-else")).get_data(as_text=True)
+    assert "Not connected." in answer and "“someone-else” with the stored password; not saved yet" in answer
+
+
+def test_a_new_team_starts_in_its_default_country_zone_and_is_asked_to_choose(app, client, auth):
+    """Not silently UTC: a team made for a country starts in its main zone, Settings and the dashboard ask to
+    confirm it, the zone follows the default country until someone saves it, and then it stays."""
+    from webapp.services.accounts import get_or_create_team
+
+    with app.app_context():
+        team = get_or_create_team("Londoners", default_country="GB")
+        make_user(team, Role.ADMIN, "admin@example.com")
+        db.session.commit()
+        team_id = team.id
+        assert (team.timezone, team.timezone_chosen) == ("Europe/London", False)
+    auth.login("admin@example.com")
+    page = client.get("/settings/").get_data(as_text=True)
+    assert 'id="timezone-prompt"' in page and "Europe/London" in page and "(United Kingdom)" in page
+    assert '<option selected value="Europe/London">' in page
+    assert 'id="timezone-prompt"' in client.get("/").get_data(as_text=True)
+
+    assert _save(client, default_country="IN").status_code == 302
+    with app.app_context():
+        assert db.session.get(Team, team_id).timezone == "Asia/Kolkata"  # canonical, not Asia/Calcutta
+
+    assert client.post("/settings/sending", data={"timezone": "Europe/Paris", "send_rate": "10"}).status_code == 302
+    assert _save(client, default_country="US").status_code == 302
+    with app.app_context():
+        team = db.session.get(Team, team_id)
+        assert (team.timezone, team.timezone_chosen) == ("Europe/Paris", True)
+    assert 'id="timezone-prompt"' not in client.get("/settings/").get_data(as_text=True)
+    assert 'id="timezone-prompt"' not in client.get("/").get_data(as_text=True)
+
+
+def test_every_country_suggests_a_zone_the_settings_offer():
+    """The suggested zone of every country libphonenumber knows is one of the zones the Sending form lists."""
+    import phonenumbers
+
+    from webapp.services.countries import main_zone
+    from webapp.web.forms import timezone_choices
+
+    offered = {choice.value for choice in timezone_choices()}
+    assert {region: main_zone(region) for region in phonenumbers.SUPPORTED_REGIONS
+            if main_zone(region) not in offered} == {}
+    assert [main_zone(region) for region in ("US", "CA", "GB", "AU", "BR", "RU")] == [
+        "America/New_York", "America/Toronto", "Europe/London", "Australia/Sydney", "America/Sao_Paulo",
+        "Europe/Moscow"]

@@ -20,6 +20,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from webapp.extensions import db
 from webapp.models import LoginSession, Role, Team, User, utcnow
 from webapp.queues import redis_connection
+from webapp.services.countries import main_zone
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -37,10 +38,13 @@ def _check_new_password(password: str) -> None:
         raise AccountError(f"The password must be at least {MIN_PASSWORD_LENGTH} characters.")
 
 
-def get_or_create_team(name: str) -> Team:
+def get_or_create_team(name: str, default_country: str = "US") -> Team:
+    """The team of this name; a new one starts in its default country's main time zone, not silently UTC,
+    and Settings asks to confirm it (timezone_chosen stays False until someone saves it)."""
     team = db.session.scalar(select(Team).where(func.lower(Team.name) == name.strip().lower()))
     if team is None:
-        team = Team(name=name.strip())
+        team = Team(name=name.strip(), default_country=default_country, timezone=main_zone(default_country),
+                    timezone_chosen=False)
         db.session.add(team)
         db.session.flush()
     return team

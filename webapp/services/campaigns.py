@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import phonenumbers
+from flask import current_app
 from sqlalchemy import select
 
 from webapp.extensions import db
@@ -22,8 +23,10 @@ from webapp.models import (
     utcnow,
 )
 from webapp.provider import multitel, segments
+from webapp.services import test_sends
 from webapp.services.compose import footer_for, team_prices, with_footer
 from webapp.services.disk import write_new_file
+from webapp.services.ratelimit import RateLimiter, team_limiter
 from webapp.services.teams import notify_url, team_credentials
 from webapp.services.templating import check
 
@@ -224,9 +227,13 @@ def sample_for(campaign: Campaign, contact_id: int | None, typed: str = "") -> S
 
 
 def send_test(campaign: Campaign, sample: SampleValues, api_url: str, upload_folder: str,
-              timeouts: multitel.Timeouts | None = None) -> list[Message]:
+              timeouts: multitel.Timeouts | None = None, *, limits: test_sends.Limits | None = None,
+              limiter: RateLimiter | None = None) -> list[Message]:
     """Send the message rendered for one sample to each of the team's test numbers, through the same
-    client as campaigns; each is a Message row (created before the POST) with its outcome."""
+    client as campaigns; each is a Message row (created before the POST) with its outcome.
+
+    Within the team's test-send limits (config, unless given) and send rate (its campaigns' bucket), and
+    counted against the campaign's budget cap; test_sends.Refused says why a test was not sent."""
     team = db.session.get(Team, campaign.team_id)
     if not team.test_numbers:
         raise DraftProblem("Add test numbers in Settings first.")
@@ -253,12 +260,17 @@ def send_test(campaign: Campaign, sample: SampleValues, api_url: str, upload_fol
         text = with_footer(template.render(sample.values, sample.phone or number), footer)
         measurement = segments.measure(text)
         parts, cost = prices.estimate(measurement.parts, _region(number), campaign.is_mms)
-        message = Message(team_id=team.id, campaign_id=campaign.id, kind=MessageKind.TEST, phone=number,
-                          sender=sender.number, text=text, encoding=measurement.encoding, parts=parts,
-                          estimated_cost=cost, is_mms=campaign.is_mms)
-        db.session.add(message)
-        messages.append(message)
-    db.session.commit()  # the rows exist, with their references, before anything is posted
+        messages.append(Message(team_id=team.id, campaign_id=campaign.id, kind=MessageKind.TEST, phone=number,
+                                sender=sender.number, text=text, encoding=measurement.encoding, parts=parts,
+                                estimated_cost=cost, is_mms=campaign.is_mms))
+
+    limits = limits or test_sends.Limits.from_config(current_app.config)
+    team_id, campaign_id, notify = team.id, campaign.id, notify_url(team)
+    test_sends.check(team_id, len(messages), limits)  # a loop of clicks is refused before it takes any rate
+    limiter = limiter or team_limiter(team)
+    db.session.commit()  # end the reads: the reservation's transaction starts with its lock
+    test_sends.take_rate(limiter, team_id, len(messages), limits.rate_wait_seconds)
+    test_sends.reserve(team_id, campaign_id, messages, limits)  # the rows exist before anything is posted
 
     client = multitel.MultitelClient(api_url, credentials, timeouts=timeouts)
     try:
@@ -267,8 +279,9 @@ def send_test(campaign: Campaign, sample: SampleValues, api_url: str, upload_fol
             message.sent_at = utcnow()
             db.session.commit()
             result = client.send(sender=message.sender, to=message.phone, text=message.text, media=media,
-                                 notify_url=notify_url(team), reference=message.reference)
+                                 notify_url=notify, reference=message.reference)
             record_result(message, result)
+            test_sends.settle(campaign_id, message)
             db.session.commit()
     finally:
         client.close()

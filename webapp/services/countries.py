@@ -1,12 +1,19 @@
-"""English names of the countries phone numbers belong to, for menus and messages.
+"""English names of the countries phone numbers belong to, for menus and messages; a country's main time zone.
 
 Babel and pycountry are not dependencies; this is the short English name (as people say it, not
 the formal ISO name) of every region libphonenumber supports, checked against it by the tests.
 """
 
 import unicodedata
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from importlib.util import find_spec
+from pathlib import Path
+from zoneinfo import TZPATH, ZoneInfo, available_timezones
 
 import phonenumbers
+from phonenumbers import timezone as phone_zones
 
 NAMES = {
     "AC": "Ascension Island", "AD": "Andorra", "AE": "United Arab Emirates", "AF": "Afghanistan",
@@ -78,3 +85,51 @@ def country_choices() -> list[tuple[str, str]]:
 def _sort_key(name: str) -> str:
     """Åland between Albania and Algeria, as a reader expects: accents ignored, case folded."""
     return "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c)).casefold()
+
+
+@cache
+def _zone_table() -> dict[str, list[str]]:
+    """tzdata's zone.tab by country: each country's zones, its most populous first (America/New_York for US)."""
+    folders = [Path(folder) for folder in TZPATH]
+    if find_spec("tzdata") is not None:  # zoneinfo's own fallback when the system has no zone files
+        folders.append(Path(str(resources.files("tzdata").joinpath("zoneinfo"))))
+    for folder in folders:
+        table = folder / "zone.tab"
+        if table.is_file():
+            zones: dict[str, list[str]] = {}
+            for line in table.read_text(encoding="utf-8").splitlines():
+                if line and not line.startswith("#"):
+                    country, _coordinates, zone = line.split("\t")[:3]
+                    zones.setdefault(country, []).append(zone)
+            return zones
+    return {}
+
+
+# Countries whose example number lies outside where most people live (libphonenumber's CA one is in New
+# Brunswick, RU's in Irkutsk, KZ's in Aqtobe).
+MAIN_ZONES = {"CA": "America/Toronto", "RU": "Europe/Moscow", "KZ": "Asia/Almaty"}
+
+
+def main_zone(region: str | None) -> str:
+    """The zone a team in this country most likely works in, by its canonical name: MAIN_ZONES, else the zone
+    of the country's example phone number (libphonenumber), else zone.tab's first for it, else UTC. A
+    suggestion, which Settings asks to confirm."""
+    region = (region or "").upper()
+    if not region:
+        return "UTC"
+    listed = _zone_table().get(region, [])
+    example = phonenumbers.example_number(region)
+    candidates = [MAIN_ZONES.get(region), *(phone_zones.time_zones_for_number(example) if example else ()), *listed]
+    known = available_timezones()
+    for zone in (zone for zone in candidates if zone in known):
+        return zone if zone in listed or not listed else _canonical(zone, listed)
+    return "UTC"
+
+
+def _canonical(alias: str, zones: list[str]) -> str:
+    """The country's zone.tab name that keeps the same clock as an old alias (Asia/Calcutta: Asia/Kolkata)."""
+    def offsets(name: str) -> tuple:
+        zone = ZoneInfo(name)
+        return tuple(datetime(2026, month, 1, tzinfo=zone).utcoffset() for month in (1, 7))
+    same = [zone for zone in zones if offsets(zone) == offsets(alias)]
+    return same[0] if same else zones[0]

@@ -228,8 +228,9 @@ def _spend(team_id: int, now: datetime) -> tuple[list[MonthSpend], list[SenderSp
     starts = month_starts(zone, now)
     first = select(func.min(CampaignMinute.minute)).where(CampaignMinute.campaign_id == Campaign.id).scalar_subquery()
     last = select(func.max(CampaignMinute.minute)).where(CampaignMinute.campaign_id == Campaign.id).scalar_subquery()
+    # Drafts too: their test sends cost money (a draft without any has no timeline and adds nothing).
     spans = db.session.execute(select(Campaign.id, Campaign.sender_number_id, first, last).where(
-        Campaign.team_id == team_id, Campaign.status != CampaignStatus.DRAFT)).all()
+        Campaign.team_id == team_id)).all()
     sender_of = {campaign_id: sender_id for campaign_id, sender_id, _, _ in spans}
     within: dict[int, int] = {}  # campaign -> the month that holds its whole timeline
     crossing = []

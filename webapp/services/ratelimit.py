@@ -6,7 +6,8 @@ interval. The script reads the clock from Redis TIME, so workers on machines who
 share one clock, and runs atomically, so two workers can never take the same slot.
 
 `decide` is the same arithmetic in Python, with the clock passed in: the tests prove the rule with a
-fixed clock, and the script is tested against it.
+fixed clock, and the script is tested against it. `team_limiter` is a team's bucket, which its campaigns'
+batches and its test sends share.
 """
 
 from dataclasses import dataclass
@@ -68,3 +69,14 @@ class RateLimiter:
         interval = round(1_000_000 / self.per_second)
         granted, wait_us = self._script(keys=[f"ratelimit:{key}"], args=[interval, interval * (self.burst - 1), count])
         return bool(granted), int(wait_us) / 1_000_000
+
+
+def team_limiter(team) -> RateLimiter:
+    """The team's send rate (SEND_RATE_DEFAULT when empty) on the app's Redis, bursting up to SEND_CONCURRENCY."""
+    from flask import current_app
+
+    from webapp.queues import redis_connection
+
+    rate = float(team.send_rate or current_app.config["SEND_RATE_DEFAULT"])
+    burst = max(1, min(current_app.config["SEND_CONCURRENCY"], int(rate)))
+    return RateLimiter(redis_connection(), rate, burst)

@@ -77,7 +77,7 @@ from webapp.services import campaign_states
 from webapp.services.campaigns import image_path
 from webapp.services.quiet_hours import Window
 from webapp.services.quiet_hours import check as quiet_check
-from webapp.services.ratelimit import RateLimiter
+from webapp.services.ratelimit import RateLimiter, team_limiter
 from webapp.services.teams import notify_url, team_credentials
 
 logger = logging.getLogger(__name__)
@@ -367,14 +367,6 @@ def _media(campaign: Campaign) -> bytes | None:
         return path.read_bytes() if path is not None else None
     except OSError:
         return None
-
-
-def team_limiter(team: Team) -> RateLimiter:
-    from webapp.queues import redis_connection
-
-    rate = float(team.send_rate or current_app.config["SEND_RATE_DEFAULT"])
-    burst = max(1, min(current_app.config["SEND_CONCURRENCY"], int(rate)))
-    return RateLimiter(redis_connection(), rate, burst)
 
 
 def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecutor, totals: dict,

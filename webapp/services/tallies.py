@@ -6,6 +6,9 @@ every few seconds from the scheduler; figures() reads tally + unfolded deltas, s
 moment and costs an index range of a few rows plus whatever arrived since the last fold. recount()
 rebuilds a campaign's tally from its messages, for operators (`campaigns recount`); differences() is
 what a test (and an operator) compares with.
+
+Test sends are tallied too, in buckets of their own (tally_triggers.TEST_BUCKETS): they count in the
+campaign's spend and billed figures (money is money), never among its messages, recipients or estimate.
 """
 
 from collections import defaultdict
@@ -26,13 +29,14 @@ from webapp.models import (
     MessageKind,
     TallyDelta,
 )
-from webapp.tally_triggers import BUCKETS, REASON_LENGTH
+from webapp.tally_triggers import BUCKETS, REASON_LENGTH, TEST_POSTED
 
 MEASURES = ("messages", "parts", "estimated", "billed", "unbilled", "mismatched", "sent_twice")
-# Buckets whose messages were posted: what the provider billed for them is spent.
-POSTED = ("sending", "accepted", "delivered", "undelivered", "unknown", "replaced")
-# The provider took these: spent is billed where known, else estimated.
-TAKEN = ("accepted", "delivered", "undelivered")
+# Buckets whose messages were posted: what the provider billed for them is spent. "test": posted test sends.
+POSTED = ("sending", "accepted", "delivered", "undelivered", "unknown", "replaced", "test")
+# The provider took these: spent is billed where known, else estimated. A posted test send counts at its
+# estimate until billed (a person clicked it and saw the answer).
+TAKEN = ("accepted", "delivered", "undelivered", "test")
 # Attempts whose fate is unknown (in flight, no answer, replaced by a resend): their estimate is not spent,
 # only "up to" that much more; a late report that confirms one moves it into TAKEN, billed.
 UNCONFIRMED = ("sending", "unknown", "replaced")
@@ -101,8 +105,19 @@ class Figures:
         return self.count("accepted", "delivered", "undelivered", "unknown")
 
     @property
+    def test_sends(self) -> int:
+        """Test messages posted to the team's test numbers (not recipients: counted apart)."""
+        return self.count("test")
+
+    @property
+    def test_spend(self) -> Decimal:
+        """What the posted test sends cost (billed where known, else estimated); included in spend."""
+        return self.total("billed", ("test",)) + self.total("unbilled", ("test",))
+
+    @property
     def spend(self) -> Decimal:
-        """Billed where the provider said, estimated where it took a message but has not billed it yet."""
+        """Billed where the provider said, estimated where it took a message but has not billed it yet; test
+        sends included."""
         return self.total("billed", POSTED) + self.total("unbilled", TAKEN)
 
     @property
@@ -263,10 +278,12 @@ def minutes(campaign_id: int) -> list[tuple[datetime, int, int, int, Decimal]]:
 
 def counted(campaign_id: int) -> dict[tuple[str, str], dict]:
     """The tally recomputed from the messages themselves (one GROUP BY over the campaign's rows)."""
-    bucket = case((Message.status == "created", case((Message.held, literal("held")), else_=literal("created"))),
+    bucket = case((Message.kind == MessageKind.TEST, case((Message.status.in_(TEST_POSTED), literal("test")),
+                                                            else_=literal("test_unsent"))),
+                  (Message.status == "created", case((Message.held, literal("held")), else_=literal("created"))),
                   (Message.status == "unknown", case((Message.resent, literal("replaced")), else_=literal("unknown"))),
                   else_=Message.status)
-    reason = case((Message.status.in_(("failed", "undelivered")),
+    reason = case(((Message.kind == MessageKind.CAMPAIGN) & Message.status.in_(("failed", "undelivered")),
                    func.substr(func.coalesce(Message.error, ""), 1, REASON_LENGTH)), else_=literal(""))
     one = lambda condition: case((condition, 1), else_=0)  # noqa: E731
     rows = db.session.execute(
@@ -276,7 +293,7 @@ def counted(campaign_id: int) -> dict[tuple[str, str], dict]:
                func.sum(case((Message.billed_cost.is_(None), Message.estimated_cost), else_=0)),
                func.sum(one(Message.billed_cost.is_not(None) & (Message.billed_cost != Message.estimated_cost))),
                func.sum(one(Message.sent_twice.is_(True))))
-        .where(Message.campaign_id == campaign_id, Message.kind == MessageKind.CAMPAIGN)
+        .where(Message.campaign_id == campaign_id)
         .group_by(text("bucket"), text("reason"))  # the labels: PostgreSQL can't match two bound CASEs
     ).all()
     return {(row[0], row[1]): dict(zip(MEASURES, (value or 0 for value in row[2:]), strict=True)) for row in rows}

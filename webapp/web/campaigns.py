@@ -20,7 +20,7 @@ from webapp.models import (
     SenderNumber,
     utcnow,
 )
-from webapp.services import audience, campaign_states, campaigns, compose, progress, tallies
+from webapp.services import audience, campaign_states, campaigns, compose, progress, tallies, test_sends
 from webapp.services.disk import NOTHING_SAVED, DiskFull
 from webapp.services.teams import team_credentials
 from webapp.tally_triggers import BUCKETS
@@ -108,7 +108,7 @@ def _page(campaign: Campaign, form: CampaignForm | None = None, composer: Compos
     return render_template(
         "campaigns/show.html", campaign=campaign, form=form, composer=composer, state=state, errors=errors or [],
         image_form=CampaignImageForm(formdata=None), image_errors=image_errors or [],
-        test_form=TestSendForm(formdata=None), summary=summary,
+        test_form=TestSendForm(formdata=None), test_allowance=_test_allowance(), summary=summary,
         summary_stale=summary is not None and summary.fingerprint != audience.fingerprint(campaign),
         mms_max_kb=current_app.config["MMS_MAX_BYTES"] // 1024,
     ), status
@@ -256,7 +256,18 @@ def test_send(campaign_id: int):
                                        current_app.config["UPLOAD_FOLDER"])
     except campaigns.DraftProblem as problem:
         return render_template("campaigns/_test_send.html", messages=[], problem=str(problem))
-    return render_template("campaigns/_test_send.html", messages=messages, problem=None)
+    except test_sends.Refused as refused:  # a limit, the rate or the budget cap: nothing was sent
+        db.session.rollback()
+        headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else {}
+        return render_template("campaigns/_test_send.html", messages=[], problem=str(refused), refused=True,
+                               allowance=_test_allowance()), refused.status, headers
+    return render_template("campaigns/_test_send.html", messages=messages, problem=None,
+                           allowance=_test_allowance())
+
+
+def _test_allowance() -> test_sends.Allowance:
+    """The team's test messages left now, for the line under the test-send form."""
+    return test_sends.allowance(current_user.team_id, test_sends.Limits.from_config(current_app.config))
 
 
 # --- launching and steering a campaign (issue 10) ---------------------------------------------------

@@ -1,6 +1,8 @@
 """Team settings: the MultiTEL account, sender numbers, price per part, default country, and sending
 (time zone, send rate, frequency cap)."""
 
+from dataclasses import replace
+
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
@@ -10,8 +12,9 @@ from webapp.extensions import db
 from webapp.models import SenderNumber, Team
 from webapp.provider import multitel
 from webapp.services import compose
+from webapp.services.countries import country_name, main_zone
 from webapp.services.phones import Rejection, normalize
-from webapp.services.teams import inbound_url, team_credentials
+from webapp.services.teams import credentials_to_test, inbound_url
 from webapp.web.access import admin_required, team_get_or_404
 from webapp.web.forms import (
     COUNTRY_CHOICES,
@@ -46,6 +49,7 @@ def _render(provider_form=None, sender_form=None, status=200, message_form=None,
         sending_form=sending_form or SendingSettingsForm(formdata=None, obj=team),
         has_password=bool(team.api_password_encrypted),
         inbound_url=inbound_url(team),
+        default_country_name=country_name(team.default_country),
     ), status
 
 
@@ -69,6 +73,8 @@ def update():
     password = form.api_password.data
     del form.api_password  # write-only: stored encrypted below, never copied onto the row
     form.populate_obj(team)
+    if not team.timezone_chosen:  # nobody chose the zone yet: it follows the default country
+        team.timezone = main_zone(team.default_country)
     if password:
         team.api_password_encrypted = encrypt(password)
     db.session.commit()
@@ -118,16 +124,21 @@ def delete_sender(sender_id: int):
 @login_required
 @admin_required
 def test_connection():
-    """Try the stored credentials against the provider and say plainly what is wrong (an htmx fragment)."""
-    try:
-        credentials = team_credentials(current_user.team)
-    except DecryptionError as error:
-        check = multitel.ConnectionCheck(False, str(error))
-    else:
-        if credentials is None:
-            check = multitel.ConnectionCheck(False, "Enter the API username and password first, then save.")
-        else:
-            check = multitel.check_connection(current_app.config["MULTITEL_API_URL"], credentials)
+    """Try the username and password typed on the form, saved or not, against the provider and say plainly
+    what is wrong (an htmx fragment: htmx posts the form's current values). The password is never
+    written back into the page."""
+    team = current_user.team
+    form = _provider_form(team)
+    try:  # an empty field means the stored value, as saving does for the password
+        credentials, saved = credentials_to_test(team, form.api_username.data or team.api_username,
+                                                 form.api_password.data)
+    except (ValueError, DecryptionError) as problem:
+        return render_template("settings/_connection.html", check=multitel.ConnectionCheck(False, str(problem)))
+    check = multitel.check_connection(current_app.config["MULTITEL_API_URL"], credentials)
+    password = "the password typed on the form" if form.api_password.data else "the stored password"
+    tried = (f"Tried username “{credentials.username}” with {password}"
+             + ("." if saved else "; not saved yet: press Save to keep them."))
+    check = replace(check, verified_by=" ".join(filter(None, [check.verified_by, tried])))
     return render_template("settings/_connection.html", check=check)
 
 
@@ -160,6 +171,7 @@ def update_sending():
     if not form.validate():
         return _render(sending_form=form, status=400)
     form.populate_obj(team)
+    team.timezone_chosen = True
     db.session.commit()
     flash("Sending settings saved.", "success")
     return redirect(url_for("settings.index"))
