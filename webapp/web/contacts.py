@@ -22,7 +22,7 @@ from webapp.extensions import db
 from webapp.models import Contact, ContactList, Suppression
 from webapp.services.contacts import contains_pattern, suppressed_phones
 from webapp.services.csvfiles import stream_csv
-from webapp.services.imports import active_import_into
+from webapp.services.imports import active_import_into, export_separator
 from webapp.web.access import htmx_target, team_get_or_404, team_select
 from webapp.web.forms import ListForm
 
@@ -148,5 +148,6 @@ def export(list_id: int):
                    *(str(attributes.get(name, "")) for name in field_names)]
 
     name = secure_filename(f"{name}-{datetime.now():%Y%m%d}.csv") or "contacts.csv"
-    return Response(stream_with_context(stream_csv(rows())), mimetype="text/csv",
+    separator = export_separator(team_id, request.args.get("separator"))
+    return Response(stream_with_context(stream_csv(rows(), separator)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
