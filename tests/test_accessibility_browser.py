@@ -2,13 +2,13 @@
 login to launch with the keyboard alone, a visible focus, and the phone menu folded behind one button."""
 
 import secrets
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from flask import url_for
+from sqlalchemy import select
 
-from tests.conftest import screenshot
+from tests.conftest import run_jobs, screenshot
 from tests.factories import (
     PASSWORD,
     make_callback,
@@ -53,13 +53,13 @@ def _seed_every_page(app) -> dict:
     messages, an opt-out file, a report to check and an upload waiting at the mapping step."""
     ids = _seed(app)
     with app.app_context():
-        team = db.session.query(Team).filter_by(name="Acme Marketing").one()
+        team = db.session.scalars(select(Team).where(Team.name == "Acme Marketing")).one()
         ids["template"] = make_template(team, "Spring").id
         ids["draft"] = make_campaign(team, [db.session.get(ContactList, ids["list"])], name="Spring draft",
                                      sender=make_sender(team, "+14155550199")).id
         launched = make_launched_campaign(team, 3)
         ids["launched"] = launched.id
-        ids["message"] = db.session.query(Message.id).filter_by(campaign_id=launched.id).first()[0]
+        ids["message"] = db.session.scalar(select(Message.id).where(Message.campaign_id == launched.id).limit(1))
         ids["optout_import"] = make_optout_import(team, ImportStatus.DONE).id
         make_callback(team, reference="nobody", unique_id="u-unknown")
         stored = secrets.token_hex(16) + ".csv"
@@ -97,7 +97,7 @@ def _every_page(app, ids: dict) -> list[str]:
 # A page is read once htmx runs and what it loads by itself (hx-trigger="load": the draft's audience preview)
 # has replaced its "Loading…" placeholder.
 SETTLED = """() => typeof htmx === 'object' && !document.querySelector('.htmx-request')
-                  && ![...document.querySelectorAll('[hx-trigger=load]')].some(e => e.textContent.includes('Loading'))"""
+    && ![...document.querySelectorAll('[hx-trigger=load]')].some(e => e.textContent.includes('Loading'))"""
 
 
 def test_every_page_passes_axe_wcag_a_and_aa(app, page):
@@ -156,8 +156,6 @@ def tab_to(page, name: str, href: str | None = None, limit: int = 80) -> None:
 def test_keyboard_alone_signs_in_imports_composes_and_launches(app, page, tmp_path):
     """With Tab, Enter, Space (and arrows in a menu) only: sign in, upload and import a file, write a campaign
     from it, review it and launch it; the focus is visible at every stop."""
-    from tests.conftest import run_jobs
-
     with app.app_context():
         team = make_team("Acme")
         make_user(team, Role.EDITOR, "ed@example.com")
@@ -223,9 +221,9 @@ def test_keyboard_alone_signs_in_imports_composes_and_launches(app, page, tmp_pa
     page.locator(".flash", has_text="Launched.").wait_for()
     screenshot(page, "keyboard-launched")
     with app.app_context():
-        campaign = db.session.query(Campaign).filter_by(name="Spring by keyboard").one()
+        campaign = db.session.scalars(select(Campaign).where(Campaign.name == "Spring by keyboard")).one()
         assert campaign.status == "sending" and campaign.body == "Hi {{ first_name }}, spring is here"
-        imported = db.session.query(ContactList).filter_by(team_id=campaign.team_id).one()
+        imported = db.session.scalars(select(ContactList).where(ContactList.team_id == campaign.team_id)).one()
         assert campaign.list_ids == [imported.id] and campaign.quiet_hours is False
 
 

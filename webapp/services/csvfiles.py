@@ -248,6 +248,21 @@ def field_names(headers: list[str]) -> list[str]:
     return names
 
 
+def field_headers(ours: list[str], labels: Iterable[str]) -> list[str]:
+    """Column names for contact fields beside an export's own columns, each unique ignoring case: a field
+    named like one of ours ("Status") gets " (contact)", a name seen before (two "Email" columns) " (2)"."""
+    own = {name.casefold() for name in ours}
+    taken, names = set(own), []
+    for label in labels:
+        base = f"{label} (contact)" if label.casefold() in own else label
+        name, number = base, 2
+        while name.casefold() in taken:
+            name, number = f"{base} ({number})", number + 1
+        taken.add(name.casefold())
+        names.append(name)
+    return names
+
+
 def neutralize_cell(value: str) -> str:
     """Prefix an apostrophe to a cell a spreadsheet would run as a formula (CSV injection), and only to
     one that starts with = + - @, a tab or a carriage return: every other cell is written as it is.

@@ -22,6 +22,7 @@ from sqlalchemy.sql.expression import UnaryExpression
 from webapp.extensions import db
 from webapp.models import CampaignList, Contact, Message, MessageKind, MessageStatus, ProviderCallback
 from webapp.services.contacts import SEARCH_MAX_CHARS
+from webapp.services.csvfiles import field_headers
 from webapp.services.imports import field_labels
 
 PAGE_SIZE = 50
@@ -307,21 +308,10 @@ def _export_chunk(campaign_id: int, after_id: int) -> Select:
 
 
 def export_header(field_labels: dict[str, str], zone: str, currency: str) -> list[str]:
-    """The number, the contact fields as they were uploaded, then the message's columns.
-
-    A field named like one of ours ("Status") or like another field (two "Email" columns) gets
-    " (contact)" or " (2)", so every column name is unique and a spreadsheet's filter finds each."""
+    """The number, the contact fields as they were uploaded (csvfiles.field_headers keeps each name
+    unique), then the message's columns."""
     ours = [name.format(zone=zone, currency=currency).replace(" ()", "") for name in EXPORT_COLUMNS]
-    ours_folded = {name.casefold() for name in ours}
-    taken, fields = set(ours_folded), []
-    for label in field_labels.values():
-        base = f"{label} (contact)" if label.casefold() in ours_folded else label
-        name, number = base, 2
-        while name.casefold() in taken:
-            name, number = f"{base} ({number})", number + 1
-        taken.add(name.casefold())
-        fields.append(name)
-    return [ours[0], *fields, *ours[1:]]
+    return [ours[0], *field_headers(ours, field_labels.values()), *ours[1:]]
 
 
 def _contact_fields(contact_ids: list[int]) -> dict[int, dict]:
