@@ -98,4 +98,18 @@
   document.addEventListener("click", function (event) {
     if (event.target instanceof Element && event.target.closest("[data-dismiss=request-error]")) hideRequestError();
   });
+
+  // The menu button of a phone's top bar (base.html): opens and closes the menu; Escape inside it closes
+  // it and gives the focus back to the button. A <button>, so Enter and Space work as a click.
+  document.addEventListener("click", function (event) {
+    var toggle = event.target instanceof Element && event.target.closest(".nav-toggle");
+    if (toggle) toggle.setAttribute("aria-expanded", String(toggle.getAttribute("aria-expanded") !== "true"));
+  });
+
+  document.addEventListener("keydown", function (event) {
+    var toggle = document.querySelector(".nav-toggle[aria-expanded=true]");
+    if (event.key !== "Escape" || !toggle || !toggle.closest("nav").contains(document.activeElement)) return;
+    toggle.setAttribute("aria-expanded", "false");
+    toggle.focus();
+  });
 })();

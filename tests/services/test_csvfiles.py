@@ -224,9 +224,20 @@ def test_crlf_and_old_mac_line_endings(tmp_path):
 
 def test_ragged_rows_are_returned_as_they_are(tmp_path):
     """Short and long rows are not padded or cut here: the importer reports them."""
-    text = "name,phone,city\nAnn,+1\nBo,+2,Paris,extra\n,,\n"
+    text = "name,phone,city\nAnn,+1\nBo,+2,Paris,extra\n,,x\n"
     path = write(tmp_path, "ragged.csv", text.encode())
-    assert records(path) == [(2, ["Ann", "+1"]), (3, ["Bo", "+2", "Paris", "extra"]), (4, ["", "", ""])]
+    assert records(path) == [(2, ["Ann", "+1"]), (3, ["Bo", "+2", "Paris", "extra"]), (4, ["", "", "x"])]
+
+
+def test_rows_of_only_separators_are_blank_lines(tmp_path):
+    """The ";;;;" rows a spreadsheet saves below the data (or between it), empty quotes and spaces included,
+    are blank lines: skipped, not counted, and the lines after them keep their numbers."""
+    text = "name;phone;city\r\nAnn;+1;Paris\r\n;;\r\n\"\";  ;\r\nBo;+2;Rome\r\n;;;;\r\n;;;;\r\n"
+    path = write(tmp_path, "trailing.csv", text.encode())
+    fmt = sniff_format(path)
+    assert fmt.delimiter == ";"
+    assert records(path, fmt) == [(2, ["Ann", "+1", "Paris"]), (5, ["Bo", "+2", "Rome"])]
+    assert count_records(path, fmt) == 2
 
 
 def test_blank_lines_are_skipped_but_counted(tmp_path):
@@ -420,6 +431,18 @@ def test_downloads_start_with_a_utf8_bom_and_import_back(tmp_path):
     path = write(tmp_path, "download.csv", data)
     fmt = sniff_format(path)
     assert read_preview(path, fmt) == (["name", "phone"], [["Noël", "'+14155552671"]])
+
+
+def test_downloads_use_the_separator_asked_for(tmp_path):
+    """A ";" download reads back as the same rows; a separator the importer can't sniff is refused."""
+    text = "".join(csvfiles.stream_csv([["name", "note"], ["Noël", "a;b"], ["Ann", "-1"]], ";"))
+    assert text.startswith("\ufeffname;note\r\nNoël;\"a;b\"\r\nAnn;'-1\r\n")
+    path = write(tmp_path, "semicolon.csv", text.encode("utf-8"))
+    fmt = sniff_format(path)
+    assert fmt.delimiter == ";"
+    assert read_preview(path, fmt) == (["name", "note"], [["Noël", "a;b"], ["Ann", "'-1"]])
+    with pytest.raises(ValueError):
+        list(csvfiles.stream_csv([["x"]], ":"))
 
 
 def test_downloads_keep_neutralising_after_the_bom():

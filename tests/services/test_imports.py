@@ -372,6 +372,15 @@ def test_field_values_survive_exactly(app, client, editor):
     assert _contacts(app, imp.list_id) == {"+14155552671": {"name": tricky, "city": "\\"}}
 
 
+def test_trailing_rows_of_separators_are_blank_not_rejected(app, client, editor):
+    """A European Excel file ending in ";;" rows imports its contacts and rejects nothing: those are blank lines."""
+    data = _csv_bytes(ROWS, delimiter=";") + b";;\r\n;;\r\n;;;;\r\n"
+    imp = _import(app, client, data)
+    assert imp.status == "done", imp.error
+    assert (imp.total_rows, imp.accepted, imp.duplicates, imp.rejected) == (3, 3, 0, 0)
+    _assert_adds_up(imp)
+
+
 # --- bounds: columns, preview, header names (issue 8, item 7) -----------------------------------
 
 

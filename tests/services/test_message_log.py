@@ -224,14 +224,52 @@ def test_export_rows_every_message_once_in_chunks(team, monkeypatch):
                      "billed_parts": 2, "billed_cost": Decimal("0.03"), "reply_cost": Decimal("0.015"),
                      "sent_at": datetime(2026, 7, 1, 16, 0), "updated_at": datetime(2026, 7, 1, 16, 5, 30),
                      "error": "UNDELIV 1"}])
-    rows = list(message_log.export_rows(campaign.id, "America/New_York"))
-    assert rows[0] == message_log.EXPORT_COLUMNS
+    rows = list(message_log.export_rows(campaign.id, "America/New_York", "USD"))
+    assert rows[0] == ["Phone number", "Status", "Reason", "Parts", "Estimated cost (USD)", "Billed parts",
+                       "Billed cost (USD)", "Cost in the send reply (USD)", "Sent at (America/New_York)",
+                       "Last change (America/New_York)", "Provider message ID", "Our reference"]
     assert [row[0] for row in rows[1:]] == [f"+1415555{1000 + i}" for i in range(29)] + ["+14155559999"]
-    assert rows[1][1:3] == ["queued", 1] and rows[1][3] == Decimal("0.015") and rows[1][4] is None
+    assert rows[1][1:4] == ["queued", "", 1] and rows[1][4] == Decimal("0.015") and rows[1][5] is None
     last = dict(zip(rows[0], rows[-1], strict=True))
-    assert last["status"] == "undelivered" and last["billed_cost"] == Decimal("0.03")
-    assert last["reply_cost"] == Decimal("0.015") and last["unique_id"] == "u-1" and last["error"] == "UNDELIV 1"
-    assert last["sent_at"] == "2026-07-01 12:00:00" and last["updated_at"] == "2026-07-01 12:05:30"  # EDT
+    assert last["Status"] == "undelivered" and last["Billed cost (USD)"] == Decimal("0.03")
+    assert last["Cost in the send reply (USD)"] == Decimal("0.015") and last["Provider message ID"] == "u-1"
+    assert last["Reason"] == "UNDELIV 1"
+    assert last["Sent at (America/New_York)"] == "2026-07-01 12:00:00"  # EDT
+    assert last["Last change (America/New_York)"] == "2026-07-01 12:05:30"
+
+
+def test_export_has_each_recipients_contact_fields_under_their_uploaded_names(team, monkeypatch):
+    """Every field the lists' imports kept is a column named as it was uploaded, between the number and the
+    status, filled from the message's contact (read CONTACT_CHUNK contacts at a time, 2 here); a name that
+    clashes with ours or repeats is told apart, and a contact deleted since leaves its cells empty."""
+    from tests.factories import make_contact, make_import, make_list
+    from webapp.models import ImportStatus
+
+    monkeypatch.setattr(message_log, "CONTACT_CHUNK", 2)
+    first, second = make_list(team), make_list(team)
+    for contact_list, headers, columns in ((first, ["Mobile", "First Name", "Status", "Email", "Email"], [1, 2, 3, 4]),
+                                           (second, ["phone", "first name", "City"], [1, 2])):
+        done = make_import(team, ImportStatus.DONE, contact_list, headers=headers)
+        done.field_columns, done.accepted = columns, 1
+    make_import(team, ImportStatus.DISCARDED, first, headers=["phone", "Never imported"]).field_columns = [1]
+    db.session.commit()
+    ann = make_contact(first, "+14155550001", first_name="Ann", status="VIP", email="a@x", email_2="=1+1")
+    bo = make_contact(second, "+14155550002", first_name="Bo", city="Paris")
+    gone = make_contact(second, "+14155550003", first_name="Cy")
+    campaign = make_campaign(team, lists=[first, second])
+    add_messages(team, campaign, [{"phone": contact.phone, "contact_id": contact.id} for contact in (ann, bo, gone)]
+                 + [{"phone": "+14155550004"}])
+    db.session.delete(gone)
+    db.session.commit()
+    rows = list(message_log.export_rows(campaign.id, "UTC", "EUR"))
+    assert rows[0][:6] == ["Phone number", "First Name", "Status (contact)", "Email", "Email (2)", "City"]
+    assert rows[0][6] == "Status" and "Never imported" not in rows[0]
+    assert [row[:7] for row in rows[1:]] == [
+        ["+14155550001", "Ann", "VIP", "a@x", "=1+1", "", "queued"],
+        ["+14155550002", "Bo", "", "", "", "Paris", "queued"],
+        ["+14155550003", "", "", "", "", "", "queued"],
+        ["+14155550004", "", "", "", "", "", "queued"],
+    ]
 
 
 def test_plain_numbers():

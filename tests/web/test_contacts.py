@@ -69,11 +69,28 @@ def test_export_neutralises_formulas(client, filled_list):
     """The export has every contact; cells that a spreadsheet would run are prefixed with an apostrophe."""
     response = client.get(f"/lists/{filled_list}/export.csv")
     rows = list(csv.reader(io.StringIO(response.get_data().decode("utf-8-sig"))))
-    assert rows[0] == ["phone", "region", "number_type", "opted_out", "name"]
+    assert rows[0] == ["Phone number", "Country", "Number type", "Opted out", "name"]
     assert len(rows) == 121
     assert rows[1][0] == "'+14155551000"
     assert rows[8][4] == "'=HYPERLINK(\"http://evil\")"
     assert rows[6][3] == "yes"
+
+
+def test_export_names_fields_as_uploaded_and_uses_the_uploads_separator(app, client, filled_list):
+    """After a ";" upload into the list, its fields are named as in that file's header and ";" separates them."""
+    from tests.factories import make_import
+    from webapp.models import ImportStatus, Team
+
+    with app.app_context():
+        team = db.session.scalar(select(Team).where(Team.name == "Acme"))
+        contact_list = db.session.get(ContactList, filled_list)
+        upload = make_import(team, ImportStatus.DONE, contact_list, headers=["Mobile", "Name"])
+        upload.delimiter, upload.field_columns, upload.accepted = ";", [1], 120
+        db.session.commit()
+    text = client.get(f"/lists/{filled_list}/export.csv").get_data().decode("utf-8-sig")
+    assert text.startswith("Phone number;Country;Number type;Opted out;Name\r\n'+14155551000;US;")
+    assert client.get(f"/lists/{filled_list}/export.csv?separator=comma").get_data().decode("utf-8-sig").startswith(
+        "Phone number,Country,")
 
 
 def test_delete_contact_and_list(app, client, filled_list):

@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from tests.factories import make_callback, make_campaign, make_team, make_user
 from webapp.extensions import db
@@ -213,15 +213,53 @@ def test_export_streams_every_message_once_neutralised(client, auth, campaign_id
     assert response.status_code == 200 and response.is_streamed and response.mimetype == "text/csv"
     assert "attachment" in response.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(response.get_data().decode("utf-8-sig"))))
-    assert len(rows) == 120 and len({row["reference"] for row in rows}) == 120
-    assert list(rows[0]) == ["phone", "status", "parts", "estimated_cost", "billed_parts", "billed_cost",
-                             "reply_cost", "unique_id", "reference", "sent_at", "updated_at", "error"]
-    assert all(row["phone"].startswith("'+") for row in rows)
-    failed = next(row for row in rows if row["phone"] == "'+447700900123")
-    assert failed["error"] == "'=HYPERLINK(\"http://evil\")" and failed["unique_id"] == "'@SUM(1)"
-    assert failed["status"] == "failed" and failed["billed_cost"] == "0.03" and failed["reply_cost"] == "0.015"
-    assert failed["updated_at"] == "2026-07-01 12:05:30"
-    assert sorted({row["status"] for row in rows}) == ["delivered", "failed", "held", "in flight", "queued"]
+    assert len(rows) == 120 and len({row["Our reference"] for row in rows}) == 120
+    zone = "America/New_York"
+    assert list(rows[0]) == ["Phone number", "Status", "Reason", "Parts", "Estimated cost (USD)", "Billed parts",
+                             "Billed cost (USD)", "Cost in the send reply (USD)", f"Sent at ({zone})",
+                             f"Last change ({zone})", "Provider message ID", "Our reference"]
+    assert all(row["Phone number"].startswith("'+") for row in rows)
+    failed = next(row for row in rows if row["Phone number"] == "'+447700900123")
+    assert failed["Reason"] == "'=HYPERLINK(\"http://evil\")" and failed["Provider message ID"] == "'@SUM(1)"
+    assert failed["Status"] == "failed" and failed["Billed cost (USD)"] == "0.03"
+    assert failed["Cost in the send reply (USD)"] == "0.015"
+    assert failed[f"Last change ({zone})"] == "2026-07-01 12:05:30"
+    assert sorted({row["Status"] for row in rows}) == ["delivered", "failed", "held", "in flight", "queued"]
+
+
+def test_export_has_contact_fields_and_the_uploads_separator(client, auth, campaign_id, app):
+    """With a list imported from a ";" file, the export is ";"-separated (unless ?separator= says otherwise)
+    and carries each recipient's fields under the uploaded column names; only cells that start like a formula
+    get the apostrophe."""
+    from tests.factories import make_contact, make_import, make_list
+    from webapp.models import Campaign, CampaignList, ImportStatus, Team
+
+    with app.app_context():
+        team = db.session.scalar(select(Team).where(Team.name == "Acme"))
+        contact_list = make_list(team)
+        upload = make_import(team, ImportStatus.DONE, contact_list, headers=["Mobile", "Prénom", "Note"])
+        upload.delimiter, upload.field_columns, upload.accepted = ";", [1, 2], 2
+        noel = make_contact(contact_list, "+14155550001", prénom="Noël", note="-5% off; today")
+        ann = make_contact(contact_list, "+14155550002", prénom="Ann", note="'quoted")
+        db.session.add(CampaignList(campaign_id=campaign_id, list_id=contact_list.id, position=0))
+        db.session.execute(update(Message).where(Message.phone == "+14155551000").values(contact_id=noel.id))
+        db.session.execute(update(Message).where(Message.phone == "+14155551001").values(contact_id=ann.id))
+        db.session.commit()
+        assert db.session.get(Campaign, campaign_id).list_ids == [contact_list.id]
+    auth.login("ed@example.com")
+    text = client.get(f"/campaigns/{campaign_id}/messages.csv").get_data().decode("utf-8-sig")
+    assert text.startswith("Phone number;Prénom;Note;Status;")
+    rows = list(csv.DictReader(io.StringIO(text), delimiter=";"))
+    by_number = {row["Phone number"]: row for row in rows}
+    assert (by_number["'+14155551000"]["Prénom"], by_number["'+14155551000"]["Note"]) == ("Noël", "'-5% off; today")
+    assert (by_number["'+14155551001"]["Prénom"], by_number["'+14155551001"]["Note"]) == ("Ann", "'quoted")
+    assert by_number["'+14155551002"]["Prénom"] == "" and by_number["'+14155551002"]["Status"] == "delivered"
+    comma = client.get(f"/campaigns/{campaign_id}/messages.csv?separator=comma").get_data().decode("utf-8-sig")
+    assert comma.startswith("Phone number,Prénom,Note,Status,")
+    tab = client.get(f"/campaigns/{campaign_id}/messages.csv?separator=tab").get_data().decode("utf-8-sig")
+    assert tab.startswith("Phone number\tPrénom\tNote\tStatus\t")
+    odd = client.get(f"/campaigns/{campaign_id}/messages.csv?separator=x").get_data().decode("utf-8-sig")
+    assert odd.startswith("Phone number;Prénom;")  # an unknown name is the uploads' separator
 
 
 def test_viewer_reads_everything(client, auth, campaign_id, app):

@@ -178,7 +178,8 @@ def read_preview(
 def iter_records(path: str | os.PathLike[str], fmt: FileFormat) -> Iterator[tuple[int, list[str]]]:
     """Stream the data records (header skipped) with the physical line each one starts on.
 
-    Blank lines are skipped; ragged records come back as they are, for the importer to report.
+    Blank lines are skipped, and so are records of empty cells only (";;;;", as spreadsheets write
+    their trailing blank rows); ragged records come back as they are, for the importer to report.
     """
     with closing(_records(path, fmt)) as records:
         if next(records, None) is None:
@@ -247,13 +248,30 @@ def field_names(headers: list[str]) -> list[str]:
     return names
 
 
-def neutralize_cell(value: str) -> str:
-    """Prefix an apostrophe to a cell a spreadsheet would run as a formula (CSV injection).
+def field_headers(ours: list[str], labels: Iterable[str]) -> list[str]:
+    """Column names for contact fields beside an export's own columns, each unique ignoring case: a field
+    named like one of ours ("Status") gets " (contact)", a name seen before (two "Email" columns) " (2)"."""
+    own = {name.casefold() for name in ours}
+    taken, names = set(own), []
+    for label in labels:
+        base = f"{label} (contact)" if label.casefold() in own else label
+        name, number = base, 2
+        while name.casefold() in taken:
+            name, number = f"{base} ({number})", number + 1
+        taken.add(name.casefold())
+        names.append(name)
+    return names
 
-    Applies to every cell we export, phone numbers included: an E.164 number starts with "+",
-    so it is written as "'+14155552671". That is deliberate: a bare "+" can start a formula, and
-    Excel would otherwise show the number as 1.42E+10. normalize() accepts the apostrophe form,
-    so an exported file imports back unchanged.
+
+def neutralize_cell(value: str) -> str:
+    """Prefix an apostrophe to a cell a spreadsheet would run as a formula (CSV injection), and only to
+    one that starts with = + - @, a tab or a carriage return: every other cell is written as it is.
+
+    Applies to every text cell we export, phone numbers included: an E.164 number starts with "+",
+    so it is written as "'+14155552671". That is deliberate (the README's "Exports" says it for users):
+    the same rule everywhere, no guessing which "+" is harmless, and Excel keeps the number as text
+    instead of showing 1.42E+10 without its "+". normalize() accepts the apostrophe form, so an
+    exported file imports back unchanged.
     """
     return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
@@ -484,7 +502,8 @@ def _bounded_lines(f: TextIO, budget: _Budget) -> Iterator[str]:
 
 
 def _records(path: str | os.PathLike[str], fmt: FileFormat) -> Iterator[tuple[int, list[str]]]:
-    """Every non-blank record, header included, with the line it starts on."""
+    """Every non-blank record, header included, with the line it starts on (blank: no cell holds
+    anything but spaces, like the ";;;;" rows a spreadsheet saves below the data)."""
     if csv.field_size_limit() < MAX_RECORD_CHARS:  # process-wide, and only ever raised
         csv.field_size_limit(MAX_RECORD_CHARS)
     with open(path, encoding=fmt.encoding, newline="") as f:
@@ -495,7 +514,7 @@ def _records(path: str | os.PathLike[str], fmt: FileFormat) -> Iterator[tuple[in
             for row in reader:
                 row_start, start = start, reader.line_num + 1
                 budget.used = 0
-                if row:
+                if any(cell.strip() for cell in row):
                     yield row_start, row
         except UnicodeDecodeError:
             line = _line_of_decode_error(path, fmt.encoding)
@@ -512,16 +531,19 @@ def _records(path: str | os.PathLike[str], fmt: FileFormat) -> Iterator[tuple[in
             raise CsvProblem(f"Line {start}: {exc}") from None
 
 
-def stream_csv(rows: Iterable[Iterable[object]]) -> Iterator[str]:
+def stream_csv(rows: Iterable[Iterable[object]], delimiter: str = ",") -> Iterator[str]:
     """Write rows as CSV in ~64 KB pieces for a streamed download, every text cell neutralised.
 
     The download starts with a UTF-8 byte order mark: without one, Excel reads a CSV file in the
     locale's code page and shows "NoÃ«l" for "Noël". sniff_format() reads the mark, so a download
-    imports back unchanged.
+    imports back unchanged. `delimiter` is one of DELIMITERS: the one the team's uploads use, so a
+    European Excel that saves ";" opens the download in columns.
     """
+    if len(delimiter) != 1 or delimiter not in DELIMITERS:
+        raise ValueError(f"delimiter must be one of {DELIMITERS!r}, not {delimiter!r}")
     buffer = io.StringIO()
     buffer.write("\ufeff")
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, delimiter=delimiter)
     for row in rows:
         writer.writerow([neutralize_cell(cell) if isinstance(cell, str) else cell for cell in row])
         if buffer.tell() > 64 * 1024:

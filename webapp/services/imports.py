@@ -154,6 +154,40 @@ def change_delimiter(contact_import: ContactImport, delimiter: str) -> None:
     db.session.commit()
 
 
+# What ?separator= may ask of a download, by name (a tab can't be typed in an address).
+SEPARATOR_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
+
+
+def export_separator(team_id: int, asked: str | None = None) -> str:
+    """The separator for the team's downloads: the one asked for by name, else the one its latest
+    confirmed upload used (a European Excel saves ";" and opens ";"), else a comma."""
+    if asked in SEPARATOR_NAMES:
+        return SEPARATOR_NAMES[asked]
+    latest = db.session.scalar(
+        select(ContactImport.delimiter)
+        .where(ContactImport.team_id == team_id,
+               ContactImport.status.not_in((ImportStatus.UPLOADED, ImportStatus.DISCARDED)))
+        .order_by(ContactImport.id.desc()).limit(1))
+    return latest if latest in SEPARATOR_NAMES.values() else ","
+
+
+def field_labels(list_ids: list[int]) -> dict[str, str]:
+    """Contact field key -> the column name as it was uploaded ("first_name" -> "First Name"), for the
+    fields the imports into these lists kept, in upload order (the first upload's spelling wins)."""
+    labels: dict[str, str] = {}
+    if not list_ids:
+        return labels
+    imports = db.session.execute(
+        select(ContactImport.headers, ContactImport.field_columns)
+        .where(ContactImport.list_id.in_(list_ids), ContactImport.accepted > 0).order_by(ContactImport.id))
+    for headers, columns in imports:
+        keys = field_names(headers or [])
+        for index in columns or []:
+            if index < len(keys):
+                labels.setdefault(keys[index], headers[index] or keys[index])
+    return labels
+
+
 def _apply_format(contact_import: ContactImport, fmt: FileFormat, headers: list[str]) -> None:
     contact_import.encoding = fmt.encoding
     contact_import.encoding_label = fmt.encoding_label

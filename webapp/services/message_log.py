@@ -20,8 +20,10 @@ from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
 from webapp.extensions import db
-from webapp.models import Message, MessageKind, MessageStatus, ProviderCallback
+from webapp.models import CampaignList, Contact, Message, MessageKind, MessageStatus, ProviderCallback
 from webapp.services.contacts import SEARCH_MAX_CHARS
+from webapp.services.csvfiles import field_headers
+from webapp.services.imports import field_labels
 
 PAGE_SIZE = 50
 # Rows a page with a filter the index can't apply reads before it stops and says so (about 20 ms on
@@ -56,8 +58,12 @@ STATUS_WORDS = {
     MessageStatus.OPTED_OUT: "opted out",
     MessageStatus.CANCELLED: "cancelled",
 }
-EXPORT_COLUMNS = ["phone", "status", "parts", "estimated_cost", "billed_parts", "billed_cost", "reply_cost",
-                  "unique_id", "reference", "sent_at", "updated_at", "error"]
+# The export's columns in the words of the page; contact fields go between the number and these.
+# {currency} and {zone} are the team's, so a figure or a time never needs the README to be read.
+EXPORT_COLUMNS = ["Phone number", "Status", "Reason", "Parts", "Estimated cost ({currency})", "Billed parts",
+                  "Billed cost ({currency})", "Cost in the send reply ({currency})", "Sent at ({zone})",
+                  "Last change ({zone})", "Provider message ID", "Our reference"]
+CONTACT_CHUNK = 500  # contacts whose fields are read at once: a contact may hold up to 200 long fields
 
 
 def status_word(status: MessageStatus, held: bool) -> str:
@@ -294,32 +300,62 @@ class _Clock:
 
 
 def _export_chunk(campaign_id: int, after_id: int) -> Select:
-    return (select(Message.id, Message.phone, Message.status, Message.held, Message.parts, Message.estimated_cost,
-                   Message.billed_parts, Message.billed_cost, Message.reply_cost, Message.unique_id,
-                   Message.reference, Message.sent_at, Message.updated_at, Message.error)
+    return (select(Message.id, Message.contact_id, Message.phone, Message.status, Message.held, Message.parts,
+                   Message.estimated_cost, Message.billed_parts, Message.billed_cost, Message.reply_cost,
+                   Message.unique_id, Message.reference, Message.sent_at, Message.updated_at, Message.error)
             .where(in_campaign(campaign_id), Message.kind == MessageKind.CAMPAIGN, Message.id > after_id)
             .order_by(Message.campaign_id, Message.id).limit(EXPORT_CHUNK))
 
 
-def export_rows(campaign_id: int, zone_name: str | None) -> Iterator[list]:
-    """EXPORT_COLUMNS, then every message of the campaign once, in id order, times in the team's zone.
+def export_header(field_labels: dict[str, str], zone: str, currency: str) -> list[str]:
+    """The number, the contact fields as they were uploaded (csvfiles.field_headers keeps each name
+    unique), then the message's columns."""
+    ours = [name.format(zone=zone, currency=currency).replace(" ()", "") for name in EXPORT_COLUMNS]
+    return [ours[0], *field_headers(ours, field_labels.values()), *ours[1:]]
 
-    Read in keyset chunks of EXPORT_CHUNK rows (memory stays flat at any size); the read transaction
-    ends after each chunk, so a long download never holds back PostgreSQL's vacuum of the busy message
-    table. Feed it to csvfiles.stream_csv, which neutralises formula-looking cells."""
-    clock, number = _Clock(zone_of(zone_name)), functools.lru_cache(maxsize=1024)(plain_number)
-    yield EXPORT_COLUMNS
+
+def _contact_fields(contact_ids: list[int]) -> dict[int, dict]:
+    return dict(db.session.connection().execute(
+        select(Contact.id, Contact.attributes).where(Contact.id.in_(contact_ids))).all())
+
+
+def export_rows(campaign_id: int, zone_name: str | None, currency: str = "") -> Iterator[list]:
+    """export_header, then every message of the campaign once, in id order: its number, its contact's
+    fields (empty for a contact deleted since), its status in words, costs and times in the team's zone.
+
+    Read in keyset chunks of EXPORT_CHUNK narrow rows, and the chunk's contact fields CONTACT_CHUNK contacts
+    at a time, so memory stays flat at any size; the read transaction ends after each read, so a long
+    download never holds back PostgreSQL's vacuum of the busy message table. Feed it to
+    csvfiles.stream_csv, which neutralises formula-looking cells."""
+    zone = zone_of(zone_name)
+    labels = field_labels(list(db.session.scalars(
+        select(CampaignList.list_id).where(CampaignList.campaign_id == campaign_id))))
+    keys = list(labels)
+    clock, number = _Clock(zone), functools.lru_cache(maxsize=1024)(plain_number)
+    yield export_header(labels, zone.key, currency)
+    db.session.rollback()
     after_id = 0
     while True:
         rows = db.session.connection().execute(_export_chunk(campaign_id, after_id)).all()
         db.session.rollback()  # reads only: ends the transaction (and its snapshot) between chunks
-        for (_id, phone, status, held, parts, estimated, billed_parts, billed, reply, unique_id, reference, sent_at,
-             updated_at, error) in rows:
-            yield [phone, status_word(status, held), parts, number(estimated), billed_parts, number(billed),
-                   number(reply), unique_id or "", reference, clock(sent_at), clock(updated_at), error or ""]
+        for start in range(0, len(rows), CONTACT_CHUNK):
+            part = rows[start:start + CONTACT_CHUNK]
+            fields = _contact_fields([row.contact_id for row in part if row.contact_id is not None]) if keys else {}
+            db.session.rollback()
+            for (_id, contact_id, phone, status, held, parts, estimated, billed_parts, billed, reply, unique_id,
+                 reference, sent_at, updated_at, error) in part:
+                values = fields.get(contact_id) or {}
+                yield [phone, *(_text(values.get(key)) for key in keys), status_word(status, held), error or "",
+                       parts, number(estimated), billed_parts, number(billed), number(reply), clock(sent_at),
+                       clock(updated_at), unique_id or "", reference]
         if len(rows) < EXPORT_CHUNK:
             return
         after_id = rows[-1].id
+
+
+def _text(value) -> str:
+    """A contact field as a cell: imports store text; anything else (None, a number set by hand) as text."""
+    return "" if value is None else value if isinstance(value, str) else str(value)
 
 
 def plain_number(value: Decimal | None) -> Decimal | None:

@@ -21,8 +21,8 @@ from werkzeug.utils import secure_filename
 from webapp.extensions import db
 from webapp.models import Contact, ContactList, Suppression
 from webapp.services.contacts import contains_pattern, suppressed_phones
-from webapp.services.csvfiles import stream_csv
-from webapp.services.imports import active_import_into
+from webapp.services.csvfiles import field_headers, stream_csv
+from webapp.services.imports import active_import_into, export_separator, field_labels
 from webapp.web.access import htmx_target, team_get_or_404, team_select
 from webapp.web.forms import ListForm
 
@@ -126,8 +126,9 @@ def delete_contact(contact_id: int):
 @bp.get("/lists/<int:list_id>/export.csv")
 @login_required
 def export(list_id: int):
-    """The list as CSV: number, region, type, opted out, then every field. Cells are neutralised
-    against spreadsheet formula injection (an E.164 number is written as '+1415…, see csvfiles)."""
+    """The list as CSV: number, country, type, opted out, then every field under the name it was uploaded
+    with, separated like the team's uploads (or ?separator=). Cells are neutralised against spreadsheet
+    formula injection (an E.164 number is written as '+1415…, see csvfiles)."""
     contact_list = team_get_or_404(ContactList, list_id)
     team_id, name = contact_list.team_id, contact_list.name
 
@@ -140,7 +141,9 @@ def export(list_id: int):
         suppressed = set(db.session.scalars(select(Suppression.phone).where(Suppression.team_id == team_id)))
         contacts = db.session.scalars(select(Contact).where(Contact.list_id == list_id).order_by(Contact.id)
                                       .execution_options(yield_per=5000))
-        yield ["phone", "region", "number_type", "opted_out", *field_names]
+        labels = field_labels([list_id])
+        ours = ["Phone number", "Country", "Number type", "Opted out"]
+        yield [*ours, *field_headers(ours, (labels.get(name, name) for name in field_names))]
         for contact in contacts:
             attributes = contact.attributes or {}
             yield [contact.phone, contact.region or "", contact.number_type,
@@ -148,5 +151,6 @@ def export(list_id: int):
                    *(str(attributes.get(name, "")) for name in field_names)]
 
     name = secure_filename(f"{name}-{datetime.now():%Y%m%d}.csv") or "contacts.csv"
-    return Response(stream_with_context(stream_csv(rows())), mimetype="text/csv",
+    separator = export_separator(team_id, request.args.get("separator"))
+    return Response(stream_with_context(stream_csv(rows(), separator)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

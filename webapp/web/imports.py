@@ -20,7 +20,7 @@ from sqlalchemy import select
 from webapp.extensions import db
 from webapp.models import ContactImport, ContactList, ImportIssue, ImportStatus, IssueKind, utcnow
 from webapp.services import imports as importer
-from webapp.services.csvfiles import field_names, stream_csv
+from webapp.services.csvfiles import DELIMITERS, field_names, stream_csv
 from webapp.services.disk import NOTHING_IMPORTED, DiskFull
 from webapp.web.access import team_get_or_404, team_select
 from webapp.web.forms import DELIMITER_CHOICES, ContactUploadForm, DelimiterForm, MappingForm
@@ -250,5 +250,6 @@ def rejects(import_id: int):
             yield [issue.line, issue.kind, issue.reason_code, issue.reason, *json.loads(issue.raw or "[]")]
 
     name = f"rejects-{contact_import.id}-{datetime.now():%Y%m%d}.csv"
-    return Response(stream_with_context(stream_csv(rows())), mimetype="text/csv",
+    separator = contact_import.delimiter if contact_import.delimiter in DELIMITERS else ","  # as the upload
+    return Response(stream_with_context(stream_csv(rows(), separator)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

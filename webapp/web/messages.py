@@ -11,6 +11,7 @@ from webapp.models import Campaign, Message
 from webapp.services import message_log
 from webapp.services.contacts import search_text
 from webapp.services.csvfiles import stream_csv
+from webapp.services.imports import export_separator
 from webapp.web.access import htmx_target, team_get_or_404
 
 bp = Blueprint("messages", __name__)
@@ -86,10 +87,13 @@ def show(message_id: int):
 @bp.get("/campaigns/<int:campaign_id>/messages.csv")
 @login_required
 def export(campaign_id: int):
-    """The whole campaign as CSV, streamed; cells a spreadsheet would run as formulas are neutralised
-    (an E.164 number is written '+1415…, as in every export: see csvfiles.neutralize_cell)."""
+    """The whole campaign as CSV, streamed, with each recipient's contact fields, separated like the team's
+    uploads (or ?separator=comma|semicolon|tab|pipe); cells a spreadsheet would run as formulas are
+    neutralised (an E.164 number is written '+1415…, as in every export: see csvfiles.neutralize_cell)."""
     campaign = team_get_or_404(Campaign, campaign_id)
-    rows = message_log.export_rows(campaign.id, current_user.team.timezone)
+    team = current_user.team
+    separator = export_separator(team.id, request.args.get("separator"))
+    rows = message_log.export_rows(campaign.id, team.timezone, team.currency)
     name = secure_filename(f"{campaign.name}-messages-{datetime.now():%Y%m%d}.csv") or "messages.csv"
-    return Response(stream_with_context(stream_csv(rows)), mimetype="text/csv",
+    return Response(stream_with_context(stream_csv(rows, separator)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
