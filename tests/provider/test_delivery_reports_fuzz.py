@@ -21,8 +21,8 @@ HOSTILE_NUMBERS = [
     "€0.5", "1,5", " 2 ", "", "٣.٥", "1e999999999999999999", "2.", ".5", "1e", "--1",
 ]
 CHARSETS = ["utf-8", "UTF-8", "latin-1", "iso-8859-15", "utf-16", "utf-7", "ascii", "cp1252", "koi8-r", "shift_jis",
-            "rot13", "base64", "hex", "zlib", "uu", "undefined", "idna", "punycode", "unicode_escape", "raw_unicode_escape",
-            "x-no-such", "", '"utf-8"', "utf-8;", "\x00", "é", "utf-8" * 40]
+            "rot13", "base64", "hex", "zlib", "uu", "undefined", "idna", "punycode", "unicode_escape",
+            "raw_unicode_escape", "x-no-such", "", '"utf-8"', "utf-8;", "\x00", "é", "utf-8" * 40]
 CONTENT_TYPES = [None, "", FORM, "application/json", "text/plain", "application/xml", "multipart/form-data",
                  "multipart/form-data; boundary=", "multipart/mixed; boundary=x", "application/json; charset=latin-1",
                  "text/html; charset", "charset=", "; ; ;"]
@@ -211,9 +211,10 @@ def hostile_bodies(draw) -> tuple[bytes, str | None, str]:
         body = ("{" + ",".join(f'"{key}": {value or 0}' for key, value in numbers.items()) + "}").encode()
     elif style == "multipart":
         charset = draw(st.sampled_from(CHARSETS))
+        transfer = draw(st.sampled_from(["base64", "quoted-printable", "8bit", "x"]))
         boundary = draw(st.sampled_from(["b", "--", "x" * 70, ""]))
         part = (f'--{boundary}\r\nContent-Disposition: form-data; name="status"\r\nContent-Type: text/plain; '
-                f'charset={charset}\r\nContent-Transfer-Encoding: {draw(st.sampled_from(["base64", "quoted-printable", "8bit", "x"]))}\r\n\r\n')
+                f'charset={charset}\r\nContent-Transfer-Encoding: {transfer}\r\n\r\n')
         body = part.encode("utf-8", "replace") + draw(st.binary(max_size=200)) + f"\r\n--{boundary}--".encode()
         content_type = f"multipart/form-data; boundary={boundary}"
     elif style == "deep":
