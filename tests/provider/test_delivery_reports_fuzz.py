@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,28 +98,23 @@ def callbacks(draw) -> tuple[dict, dict[str, str]]:
     return said, wire
 
 
-def _json_value(name: str, text: str):
-    """Numbers as JSON numbers, as a provider's JSON would have them."""
-    if name == "parts":
+def _json_value(key: str, text: str):
+    """Costs and parts as JSON numbers, as a provider's JSON would have them."""
+    normalised = re.sub("[^0-9a-z]", "", key.lower())
+    if normalised in ALIASES["parts"]:
         return int(text)
-    if name == "cost":
+    if normalised in ALIASES["cost"]:
         return Decimal(text)
     return text
 
 
-def _json_body(said: dict, wire: dict[str, str], shape: str, ensure_ascii: bool) -> bytes:
-    names = {key: name for name in said for key in wire if key in _keys_of(name, wire)}
-    data = {key: _json_value(names.get(key, ""), value) if key in names else value for key, value in wire.items()}
+def _json_body(wire: dict[str, str], shape: str, ensure_ascii: bool) -> bytes:
+    data = {key: _json_value(key, value) for key, value in wire.items()}
     if shape == "nested":
         data = {"event": "dlr", "data": data}
     elif shape == "list":
         data = [data]
     return json.dumps(data, ensure_ascii=ensure_ascii, default=str).encode()
-
-
-def _keys_of(name: str, wire: dict[str, str]) -> list[str]:
-    aliases = ALIASES[name]
-    return [key for key in wire if "".join(c for c in key.lower() if c.isalnum()) in aliases]
 
 
 def _multipart(wire: dict[str, str]) -> tuple[bytes, str]:
@@ -154,7 +150,7 @@ def test_a_form_body_is_read_back_exactly(callback, content_type):
 def test_a_json_body_is_read_back_exactly(callback, shape, ensure_ascii, content_type):
     """Flat, nested under "data" or in a one-event list, with numbers as numbers: every value comes back."""
     said, wire = callback
-    _check_read_back(_parse(_json_body(said, wire, shape, ensure_ascii), content_type), said)
+    _check_read_back(_parse(_json_body(wire, shape, ensure_ascii), content_type), said)
 
 
 @fuzz_settings(60)
@@ -225,7 +221,7 @@ def hostile_bodies(draw) -> tuple[bytes, str | None, str]:
     return body, content_type, query
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(hostile_bodies())
 @example((b'{"cost": 1e1000000, "parts": 1e1000000}', "application/json", ""))
 @example((b"parts=" + b"9" * 5000, FORM, "cost=NaN"))

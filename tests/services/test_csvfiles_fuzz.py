@@ -80,7 +80,7 @@ def _written(rows: list[list[str]], delimiter: str, quoting: int, terminator: st
     return buffer.getvalue(), starts
 
 
-@fuzz_settings(120)
+@fuzz_settings(80)
 @given(tables(), st.sampled_from(DELIMITERS), st.sampled_from(["minimal", "all", "all-lf", "all-cr"]), st.booleans())
 @example(([["name", "phone"], ["a\x00b", "1"]], "utf-16 LE"), ";", "minimal", True)
 @example(([["a", "b"], ["c", HUGE]], "utf-8"), ",", "minimal", True)
@@ -138,7 +138,7 @@ def damaged_files(draw) -> bytes:
     return bytes(data)
 
 
-@fuzz_settings(150)
+@fuzz_settings(100)
 @given(damaged_files(), st.sampled_from([None, *DELIMITERS]))
 @example(b"\xff\xfea\x00", None)  # UTF-16 cut mid-unit
 @example(b"\xef\xbb\xbfname,phone\r\nJos\xe9,1\r\n", None)  # a UTF-8 BOM on a cp1252 file

@@ -67,7 +67,7 @@ def _expected(rows: list[list[str]]) -> dict[str, dict[str, str]]:
     return kept
 
 
-@fuzz_settings(25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+@fuzz_settings(12, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                           HealthCheck.data_too_large])
 @given(uploads())
 @example((codecs.BOM_UTF16_LE + "Name,Mobile,City\r\nZoë\x00,+1 415 555 2671,Zürich\r\n\x00,\x00,x\r\n"

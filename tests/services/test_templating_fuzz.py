@@ -82,7 +82,7 @@ def _render_by_hand(pieces: list, values: dict, phone: str) -> str:
 contact_values = st.one_of(st.none(), st.text(max_size=50), st.just("  \t"), st.integers())
 
 
-@fuzz_settings(200)
+@fuzz_settings(120)
 @given(templates(), st.data())
 @example(('Hi {{first_name|default("there")}}!', ["Hi ", ("first_name", "there", 1, 4), "!"]), None)
 def test_a_valid_template_renders_exactly(template, data):
@@ -123,7 +123,7 @@ def any_text(draw) -> str:
     return draw(st.sampled_from(["{{ a }}", "{", "{{", "a\n", "{{ " + "x" * 70 + " }}"])) * size
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(any_text(), st.lists(st.text(max_size=20), max_size=5))
 @example("{{" * 1000, [])
 @example("{{ a | default(\"" + "x" * (MAX_FALLBACK_CHARS + 1) + "\") }}", [])

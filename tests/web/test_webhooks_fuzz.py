@@ -49,7 +49,7 @@ def _count(app, model, team_id: int) -> int:
         return db.session.scalar(select(func.count()).select_from(model).where(model.team_id == team_id))
 
 
-@fuzz_settings(30, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz_settings(20, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(requests())
 @example((b'{"from": "+14155552671", "text": "STOP \\ud800"}', "application/json", ""))  # was a 500: a lone surrogate
 @example((b'{"from": "+1415555\\udfff2671", "text": "STOP"}', "application/json", ""))
