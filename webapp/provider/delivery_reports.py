@@ -231,12 +231,17 @@ def _multipart_fields(body: bytes, content_type: str) -> dict[str, str]:
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if name and part.get_filename() is None:
-            payload = part.get_payload(decode=True) or b""
-            try:
-                fields[str(name).lower()] = payload.decode(part.get_content_charset() or "utf-8", "replace")
-            except LookupError:  # a charset Python doesn't know
-                fields[str(name).lower()] = payload.decode("utf-8", "replace")
+            fields[str(name).lower()] = _decoded(part.get_payload(decode=True) or b"", part.get_content_charset())
     return fields
+
+
+def _decoded(payload: bytes, charset: str | None) -> str:
+    """A part's text in its declared charset, else UTF-8: Python may not know the name, and some codecs it
+    knows fail even with errors="replace" ("undefined", "punycode"), and a NUL in the name is a ValueError."""
+    try:
+        return payload.decode(charset or "utf-8", "replace")
+    except (LookupError, ValueError):
+        return payload.decode("utf-8", "replace")
 
 
 def _query_fields(query_string: str) -> dict[str, str]:

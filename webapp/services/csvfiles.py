@@ -299,7 +299,9 @@ def _sniff_encoding(path: str | os.PathLike[str]) -> tuple[str, str, bool]:
         if bad_at is None:
             return "utf-8", "UTF-8", False
         sample = head
-        if bad_at >= len(head) - 4:  # the bad bytes are further on: show the detector those too
+        # The bad bytes are further on (or cut at the sample's end): show the detector those too. A file
+        # shorter than the sample is all in `head`; reading it again showed the detector every line twice.
+        if bad_at >= len(head) - 4 and len(head) == _SAMPLE_BYTES:
             f.seek(max(0, bad_at - 1024))
             sample = head + b"\n" + f.read(_SAMPLE_BYTES)
     as_utf8 = sample.decode("utf-8", "replace")

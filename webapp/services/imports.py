@@ -606,6 +606,8 @@ class _RowImporter:
     def _row(self, line: int, record: list[str]) -> None:
         counts = self.counts
         counts["rows_done"] += 1
+        if "\x00" in "".join(record):  # NUL is no one's data, and PostgreSQL text can't hold it (a UTF-16 file can)
+            record = [cell.replace("\x00", "") for cell in record]
         if self.phone_column >= len(record):
             self._issue(line, record, IssueKind.REJECTED, "missing_column",
                         f"No phone column: the row has {_count(len(record), 'column')}, the header "

@@ -98,11 +98,11 @@ def record_inbound(team, body: bytes, content_type: str | None, query_string: st
     fields = parse_callback(body, content_type, query_string).fields
     sender = next((fields[key] for key in _SENDER_KEYS if fields.get(key)), None)
     text = next((fields[key] for key in _TEXT_KEYS if fields.get(key) is not None), None)
+    text = text and _storable(text)
     action = keyword_action(text)
-    message = InboundMessage(team_id=team.id, content_type=(content_type or "")[:200],
-                             body=(body.decode("utf-8", "replace") or query_string).replace("\x00", ""),
-                             sender=(sender or "").replace("\x00", "")[:40] or None,
-                             text=text and text.replace("\x00", ""), action=action)
+    message = InboundMessage(team_id=team.id, content_type=_storable(content_type or "")[:200],
+                             body=_storable(body.decode("utf-8", "replace") or query_string),
+                             sender=_storable(sender or "")[:40] or None, text=text, action=action)
     db.session.add(message)
     if action == InboundAction.NONE or not sender:
         return message
@@ -119,6 +119,13 @@ def record_inbound(team, body: bytes, content_type: str | None, query_string: st
         db.session.execute(delete(Suppression).where(Suppression.team_id == team.id, Suppression.phone == phone,
                                                      Suppression.source == SuppressionSource.INBOUND))
     return message
+
+
+def _storable(value: str) -> str:
+    """Text a column can hold: no NUL, and no lone surrogate (a JSON body can spell one as \\ud800)."""
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value.replace("\x00", "") if "\x00" in value else value
 
 
 def opt_out_number(team_id: int, raw: str, country: str, note: str = "") -> tuple[PhoneNumber, bool]:
