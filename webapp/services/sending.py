@@ -272,25 +272,25 @@ def send_batch(campaign_id: int, *, client: MultitelClient | None = None, limite
             stopped, next_in = _pipeline(context, token, rows, pool, totals, spend) or (None, None)
     finally:
         # Rows still claimed were never marked in flight: give them back now rather than at the sweep.
-        release_when_reachable(token, context.heartbeat.release_deadline())
+        when_reachable(lambda: release(token), context.heartbeat.release_deadline())
         spend.close(clock())
     return BatchReport(**totals, stopped=stopped, next_in=next_in)
 
 
-def release_when_reachable(token: str, deadline: float) -> None:
-    """release(token), retried with backoff while the database is unreachable (a restart takes seconds),
-    until `deadline` (monotonic): past it the sweep releases the batch's claims anyway, its heartbeat
-    having stopped."""
+def when_reachable(write, deadline: float) -> None:
+    """Run `write` (which commits), retried with backoff while the database is unreachable (a restart
+    takes seconds), until `deadline` (monotonic): past it the sweep does the same, the batch's heartbeat
+    having stopped (its claims released, its rows in flight made unknown)."""
     delay = 0.1
     while True:
         try:
             db.session.rollback()
-            release(token)
+            write()
             return
         except DATABASE_DOWN:
             if time.monotonic() + delay > deadline:
                 raise
-            logger.info("release of batch %s failed: the database is unreachable; retrying in %.1f s", token, delay)
+            logger.info("the database is unreachable; the batch's last writes are retried in %.1f s", delay)
             time.sleep(delay)
             delay = min(2 * delay, 2.0)
 
@@ -495,9 +495,9 @@ def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecuto
             with contextlib.suppress(Exception):  # still alive (if the database answers): keep the claims
                 if context.heartbeat.due():
                     context.heartbeat.beat(context.clock())
-        if finished:
-            with contextlib.suppress(Exception):  # else the sweep makes them unknown: never resent blindly
-                record()
+        if finished:  # retried while the database restarts; else the sweep makes them unknown, never resent
+            with contextlib.suppress(Exception):
+                when_reachable(record, context.heartbeat.release_deadline())
         raise
     return stop
 
