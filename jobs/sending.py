@@ -88,10 +88,12 @@ def _database_down(campaign_id: int, started_at, error: Exception) -> dict:
     batch released its claims if the database came back in time, else the sweep does."""
     logger.warning("campaign %s batch: the database is unreachable (%s); the next batch tries again",
                    campaign_id, type(error).__name__)
+    back = False
     with contextlib.suppress(Exception):  # the database may be back already: say what the campaign waited for
         db.session.rollback()
         batches.note_waiting(campaign_id, Waiting.DATABASE, started_at)
-    campaign_states.enqueue_next(campaign_id, batches.beat_seconds())
+        back = True
+    campaign_states.enqueue_next(campaign_id, None if back else batches.beat_seconds())
     return {"stopped": "database unreachable"}
 
 

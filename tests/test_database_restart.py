@@ -34,7 +34,7 @@ from webapp.services import campaign_states, sending
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL"), reason="runs in the PostgreSQL suite")]
 
-RECIPIENTS = 240
+RECIPIENTS = 160
 IN_FLIGHT_SECONDS, STALL_SECONDS, JOB_TIMEOUT = 3, 6, 12
 OUTAGE_SECONDS = 3  # how long the database stays down: the experiment's parameter, not a wait for a condition
 STOPPED_JOB_TIMEOUT = 40
