@@ -57,6 +57,7 @@ def send_batch(campaign_id: int) -> dict:
     started_at = utcnow()
     try:
         report = sending.send_batch(campaign_id)
+        _carry_on(campaign_id, report)
     except sending.DATABASE_DOWN as error:
         return _database_down(campaign_id, started_at, error)
     except RedisError:
@@ -64,6 +65,12 @@ def send_batch(campaign_id: int) -> dict:
             db.session.rollback()
             batches.note_waiting(campaign_id, Waiting.REDIS, started_at)
         raise
+    logger.info("campaign %s batch: %s", campaign_id, report)
+    return report.__dict__
+
+
+def _carry_on(campaign_id: int, report: sending.BatchReport) -> None:
+    """Queue the next batch, note what the campaign waits for, or complete it."""
     if report.stopped in (None, "rate limit", sending.CAP_SET, sending.CLAIM_RELEASED):
         if report.stopped == "rate limit" and not report.posted:
             batches.note_waiting(campaign_id, Waiting.RATE, utcnow())
@@ -78,8 +85,6 @@ def send_batch(campaign_id: int) -> dict:
             campaign_states.enqueue_next(campaign_id, max(1.0, (later - utcnow()).total_seconds()))
         elif not in_flight:
             campaign_states.complete_if_done(campaign_id)
-    logger.info("campaign %s batch: %s", campaign_id, report)
-    return report.__dict__
 
 
 def _database_down(campaign_id: int, started_at, error: Exception) -> dict:
@@ -93,7 +98,8 @@ def _database_down(campaign_id: int, started_at, error: Exception) -> dict:
         db.session.rollback()
         batches.note_waiting(campaign_id, Waiting.DATABASE, started_at)
         back = True
-    campaign_states.enqueue_next(campaign_id, None if back else batches.beat_seconds())
+    # Not at once even when it answers again: an error that lasts (a full disk, a lock timeout) must not spin.
+    campaign_states.enqueue_next(campaign_id, sending.LONG_WAIT if back else batches.beat_seconds())
     return {"stopped": "database unreachable"}
 
 

@@ -127,3 +127,15 @@ def test_a_stalled_batch_is_what_the_campaign_waits_for_since_its_last_heartbeat
         sending.claim(campaign_id, "silent", 2, last_beat)
         campaign = db.session.get(Campaign, campaign_id)
         assert batches.waiting(campaign, utcnow()) == (Waiting.STALLED_BATCH, last_beat)
+
+
+def test_a_campaign_whose_batch_ended_on_a_redis_error_is_restarted_by_the_next_sweep_once(app):
+    """Its chain of batches died with Redis: the sweep queues new ones without waiting SEND_STALL_SECONDS."""
+    with app.app_context():
+        campaign_id = make_launched_campaign(make_team(), 2).id
+        db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(heartbeat_at=_silent_for(10)))
+        db.session.commit()
+        assert sending.recover().restarted == []  # heard from 10 s ago: its batches may still be queued
+        batches.note_waiting(campaign_id, Waiting.REDIS, _silent_for(10))
+        assert sending.recover().restarted == [campaign_id]
+        assert sending.recover().restarted == []

@@ -140,6 +140,16 @@ def live(campaign_id: int, now: datetime) -> bool:
                                                         _batch.c.heartbeat_at >= fresh))))
 
 
+def lost_to_redis(campaign_id: int) -> bool:
+    """Whether the campaign's last batch ended on a Redis error (so it queued no next one); True once, the
+    note being taken away, so the sweep queues new batches once and not at every run."""
+    taken = db.session.execute(update(_campaign).where(_campaign.c.id == campaign_id,
+                                                       _campaign.c.waiting_for == Waiting.REDIS)
+                               .values(waiting_for=None, waiting_since=None)).rowcount
+    db.session.commit()
+    return bool(taken)
+
+
 def release_gone(now: datetime) -> int:
     """Release the rows claimed, never marked in flight, by batches that are gone; drop their rows.
 

@@ -780,7 +780,8 @@ def recover(now: datetime | None = None, queue_idle: bool = False) -> Recovery:
     (never CREATED: it may have reached the provider), the claims of a batch whose heartbeat stopped
     (or older than any job can live) are released (nothing was posted for them), and campaigns with
     work due and no live batch get new jobs once silent for SEND_STALL_SECONDS (with `queue_idle`, as
-    `campaigns reconcile` asks, at once: the operator knows no batch is queued).
+    `campaigns reconcile` asks, at once: the operator knows no batch is queued; likewise, once, when its
+    last batch ended on a Redis error, which its chain of batches did not survive).
     """
     config = current_app.config
     now = now or utcnow()
@@ -822,7 +823,7 @@ def recover(now: datetime | None = None, queue_idle: bool = False) -> Recovery:
             continue
         due, _later, in_flight = next_due(campaign.id, now)
         silent = queue_idle or campaign.heartbeat_at is None or campaign.heartbeat_at <= quiet_since
-        if due and silent and not batches.live(campaign.id, now):
+        if due and not batches.live(campaign.id, now) and (silent or batches.lost_to_redis(campaign.id)):
             campaign_states.enqueue_batches(campaign.id)
             restarted.append(campaign.id)
         elif not due and not in_flight and campaign_states.complete_if_done(campaign.id):
