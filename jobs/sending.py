@@ -5,12 +5,15 @@ batches claim rows atomically, and the sweep only touches rows that need it. No 
 wrapped in RQ's Retry: a re-run after a dead worker must not re-post (webapp.services.sending).
 """
 
+import contextlib
 import logging
+
+from redis.exceptions import RedisError
 
 from jobs import with_app
 from webapp.extensions import db
-from webapp.models import Campaign, CampaignStatus, utcnow
-from webapp.services import campaign_states, recipients, sending
+from webapp.models import Campaign, CampaignStatus, Waiting, utcnow
+from webapp.services import batches, campaign_states, recipients, sending
 
 logger = logging.getLogger(__name__)
 PREPARE_LOCK_SECONDS = 1800  # longer than freezing the biggest audience takes
@@ -51,8 +54,26 @@ def start_campaign(campaign_id: int) -> bool:
 @with_app
 def send_batch(campaign_id: int) -> dict:
     """Send one batch; queue the next (at the end of the queue, so campaigns take turns) or complete."""
-    report = sending.send_batch(campaign_id)
-    if report.stopped in (None, "rate limit", sending.CAP_SET):
+    started_at = utcnow()
+    try:
+        report = sending.send_batch(campaign_id)
+        _carry_on(campaign_id, report)
+    except sending.DATABASE_DOWN as error:
+        return _database_down(campaign_id, started_at, error)
+    except RedisError:
+        with contextlib.suppress(Exception):  # the page says so; the sweep queues batches once Redis is back
+            db.session.rollback()
+            batches.note_waiting(campaign_id, Waiting.REDIS, started_at)
+        raise
+    logger.info("campaign %s batch: %s", campaign_id, report)
+    return report.__dict__
+
+
+def _carry_on(campaign_id: int, report: sending.BatchReport) -> None:
+    """Queue the next batch, note what the campaign waits for, or complete it."""
+    if report.stopped in (None, "rate limit", sending.CAP_SET, sending.CLAIM_RELEASED):
+        if report.stopped == "rate limit" and not report.posted:
+            batches.note_waiting(campaign_id, Waiting.RATE, utcnow())
         campaign_states.enqueue_next(campaign_id, report.next_in)
     elif report.stopped == "nothing due":
         due, later, in_flight = sending.next_due(campaign_id, utcnow())
@@ -60,11 +81,26 @@ def send_batch(campaign_id: int) -> dict:
             campaign_states.enqueue_next(campaign_id, None)
         elif later is not None:
             # Held for quiet hours or backing off: come back when the first one is due (the sweep also would).
+            batches.note_later(campaign_id, later, utcnow())
             campaign_states.enqueue_next(campaign_id, max(1.0, (later - utcnow()).total_seconds()))
         elif not in_flight:
             campaign_states.complete_if_done(campaign_id)
-    logger.info("campaign %s batch: %s", campaign_id, report)
-    return report.__dict__
+
+
+def _database_down(campaign_id: int, started_at, error: Exception) -> dict:
+    """The database went away under the batch (a restart, a crash): keep this campaign's chain of batches
+    alive by queueing the next one shortly, which finds the database back or does the same again; the
+    batch released its claims if the database came back in time, else the sweep does."""
+    logger.warning("campaign %s batch: the database is unreachable (%s); the next batch tries again",
+                   campaign_id, type(error).__name__)
+    back = False
+    with contextlib.suppress(Exception):  # the database may be back already: say what the campaign waited for
+        db.session.rollback()
+        batches.note_waiting(campaign_id, Waiting.DATABASE, started_at)
+        back = True
+    # Not at once even when it answers again: an error that lasts (a full disk, a lock timeout) must not spin.
+    campaign_states.enqueue_next(campaign_id, sending.LONG_WAIT if back else batches.beat_seconds())
+    return {"stopped": "database unreachable"}
 
 
 @with_app

@@ -5,20 +5,16 @@ log of accepted sends is the witness.
 """
 
 import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import func, select
 
 from tests.factories import make_campaign, make_contact, make_list, make_sender, make_team, make_user
-from tests.processes import wait_until
+from tests.processes import Workers, wait_until
 from webapp.encryption import encrypt
 from webapp.extensions import db
 from webapp.models import Campaign, CampaignStatus, Message, MessageStatus, utcnow
@@ -30,31 +26,6 @@ pytestmark = pytest.mark.slow
 RECIPIENTS = 300
 KILLS = 3
 DEADLINE = 240  # seconds for the whole campaign on a busy two-core machine
-
-
-class Workers:
-    """`campaigns worker` processes in their own process group, so a SIGKILL takes the work horse too."""
-
-    def __init__(self, env: dict):
-        self.env = env
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([Path(sys.executable).with_name("campaigns"), "worker"], env=self.env,
-                                        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 def _count(campaign_id: int, *statuses: MessageStatus) -> int:

@@ -10,6 +10,7 @@ from tests.factories import (
     make_callback,
     make_campaign,
     make_contact,
+    make_launched_campaign,
     make_list,
     make_message,
     make_sender,
@@ -17,9 +18,9 @@ from tests.factories import (
     make_user,
 )
 from webapp.extensions import db
-from webapp.models import Campaign, CampaignStatus, Message, MessageStatus, ProviderCallback, utcnow
+from webapp.models import Campaign, CampaignStatus, Message, MessageStatus, ProviderCallback, SendBatch, utcnow
 from webapp.queues import get_queue, redis_connection
-from webapp.services import campaign_states, recipients
+from webapp.services import campaign_states, recipients, sending
 
 
 def _campaign_with_a_dead_worker(app) -> tuple[int, list[int]]:
@@ -64,6 +65,27 @@ def test_reconcile_marks_in_flight_unknown_releases_claims_and_queues_batches(ap
         queued = {Job.fetch(job_id, connection=connection).func_name for job_id in get_queue("sends").job_ids}
         assert queued == {"jobs.sending.send_batch"}
         assert db.session.get(Campaign, campaign_id).status is CampaignStatus.SENDING
+
+
+def test_reconcile_releases_the_claims_of_a_batch_that_is_gone_and_queues_batches_at_once(app, runner):
+    """A batch cut off a minute ago (far less than SEND_JOB_TIMEOUT) in a campaign heard from 30 s ago (less
+    than SEND_STALL_SECONDS): its claims are released and batches queued now, not 11 minutes later."""
+    with app.app_context():
+        campaign_id = make_launched_campaign(make_team(), 3).id
+        minute_ago = utcnow() - timedelta(minutes=1)
+        sending.claim(campaign_id, "cut-off", 2, minute_ago)
+        db.session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                           .values(heartbeat_at=utcnow() - timedelta(seconds=30)))
+        db.session.commit()
+        get_queue("sends").empty()
+    result = runner.invoke(args=["reconcile"])
+    assert result.exit_code == 0, result.output
+    assert "2 messages claimed by a stopped worker and never posted: released" in result.output
+    assert f"Campaigns whose batches were queued again: {campaign_id}." in result.output
+    with app.app_context():
+        assert db.session.scalar(select(Message.id).where(Message.claim_token.is_not(None))) is None
+        assert db.session.scalars(select(SendBatch)).all() == []
+        assert len(get_queue("sends").job_ids) == app.config["SEND_PARALLEL_BATCHES"]
 
 
 def test_reconcile_twice_changes_nothing_more(app, runner):

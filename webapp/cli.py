@@ -177,10 +177,13 @@ def scheduler_command(tick: float):
 @click.command("reconcile")
 @with_appcontext
 def reconcile_command():
-    """Carry campaigns on from the database now, as the periodic sweep does, and say what it did."""
+    """Carry campaigns on from the database now, as the periodic sweep does, and say what it did.
+
+    Unlike the sweep, it queues batches at once for every campaign with messages due and no live batch,
+    instead of waiting SEND_STALL_SECONDS for the batches that may still be queued."""
     from webapp.services.sending import recover
 
-    found = recover()
+    found = recover(queue_idle=True)
     click.echo(f"{found.unknown} messages in flight when their worker stopped: now unknown "
                "(matched by reference when a delivery report arrives; resent only by a person).")
     click.echo(f"{found.released} messages claimed by a stopped worker and never posted: released, to be sent.")

@@ -428,6 +428,17 @@ class CampaignList(db.Model):
     contact_list: Mapped[ContactList] = relationship()
 
 
+class Waiting(StrEnum):
+    """What a sending campaign that posts nothing is waiting for (shown on its page, with since when)."""
+
+    DATABASE = "database"
+    REDIS = "redis"
+    RATE = "rate"  # the team's send rate has no slot for it
+    QUIET_HOURS = "quiet_hours"
+    RETRY = "retry"  # "not sent" answers, retried with backoff
+    STALLED_BATCH = "stalled_batch"  # never stored: read from send_batch's heartbeats
+
+
 class Campaign(db.Model):
     """A message to one or more lists: a draft until launch, when its text is frozen."""
 
@@ -467,6 +478,10 @@ class Campaign(db.Model):
     opt_outs_caused: Mapped[int] = mapped_column(default=0)  # STOPs that arrived after launch
     zone_fallbacks: Mapped[int] = mapped_column(default=0)  # recipients timed by the team's zone
     launched_at: Mapped[datetime | None]
+    # What a sending campaign waits for (the database, Redis, the rate, quiet hours) and since when; cleared
+    # by the next batch that posts (webapp.services.batches).
+    waiting_for: Mapped[Waiting | None] = mapped_column(enum_column(Waiting))
+    waiting_since: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -599,6 +614,19 @@ class Message(db.Model):
     resend_of_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="SET NULL"))
     resent: Mapped[bool] = mapped_column(default=False)
     sent_twice: Mapped[bool] = mapped_column(default=False)  # the replaced attempt was confirmed after all
+
+
+class SendBatch(db.Model):
+    """A batch in progress, by its claim token: its heartbeat tells the sweep whether its claims are still held.
+
+    Written with the claim (same transaction) and deleted with the release, so a claim token without a
+    live row here belongs to a batch that is gone: its rows never marked in flight are released.
+    """
+
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), index=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuditEntry(db.Model):

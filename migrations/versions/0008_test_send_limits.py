@@ -7,7 +7,7 @@ their spend in its month. Teams whose zone is not UTC had it chosen; a UTC team 
 operations, not SQLite's batch mode, which would rebuild message and drop the triggers.
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-07 21:00:00.000000
 
 """
@@ -19,7 +19,7 @@ from webapp.tally_triggers import statements
 
 # revision identifiers, used by Alembic.
 revision = '0008'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

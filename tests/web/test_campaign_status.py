@@ -1,15 +1,16 @@
 """The launched campaign's live fragment: figures from the tallies, bounded queries, chart and reasons."""
 
+import html
 import re
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
 from tests.conftest import statements_run
 from tests.factories import PASSWORD, make_launched_campaign, make_team, make_user
 from webapp.extensions import db
-from webapp.models import Campaign, Message, MessageStatus, Team, utcnow
-from webapp.services import tallies
+from webapp.models import Campaign, Message, MessageStatus, Team, Waiting, utcnow
+from webapp.services import batches, sending, tallies
 
 
 def _signed_in(app, client, recipients: int) -> int:
@@ -115,3 +116,26 @@ def test_the_chart_has_labelled_axes_in_the_team_zone_and_no_script(app, client)
     assert times[0] == f"{launched.replace(tzinfo=UTC).astimezone(kolkata):%H:%M}"
     assert all(re.fullmatch(r"\d\d:\d0", label) for label in times[1:-1]) and len(times) >= 3, times
     assert "<script" not in chart and " style=" not in chart
+
+
+def test_a_waiting_campaign_says_for_what_and_since_when(app, client):
+    """What the engine noted (here the send rate), then a stalled batch, which comes first; nothing once it posts."""
+    campaign_id = _signed_in(app, client, 4)
+    since = datetime(2026, 12, 7, 20, 3)
+    with app.app_context():
+        db.session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                           .values(waiting_for=Waiting.RATE, waiting_since=since))
+        db.session.commit()
+    page = html.unescape(client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True))
+    assert "Waiting for the team's send rate since 2026-12-07 20:03 (UTC)." in page
+    with app.app_context():
+        silent_since = utcnow() - timedelta(minutes=2)
+        sending.claim(campaign_id, "silent", 2, silent_since)
+    page = client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True)
+    assert f"Waiting for a batch that stopped (its messages not posted yet are released and sent again) since " \
+           f"{silent_since:%Y-%m-%d %H:%M} (UTC)." in page
+    with app.app_context():
+        sending.recover()  # releases the silent batch's claims
+        batches.clear_waiting(campaign_id)
+        db.session.commit()
+    assert 'id="waiting"' not in client.get(f"/campaigns/{campaign_id}/status").get_data(as_text=True)

@@ -59,6 +59,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from webapp.extensions import db
 from webapp.models import (
@@ -73,7 +74,7 @@ from webapp.models import (
     utcnow,
 )
 from webapp.provider.multitel import MultitelClient, Outcome, SendResult
-from webapp.services import campaign_states
+from webapp.services import batches, campaign_states
 from webapp.services.campaigns import image_path
 from webapp.services.quiet_hours import Window
 from webapp.services.quiet_hours import check as quiet_check
@@ -89,6 +90,8 @@ DRAIN_SECONDS = 60  # longer than any POST can take (MultitelClient's timeouts):
 RECORD_SECONDS = 0.5  # a reply waits at most about this long to be recorded with the next round
 HEARTBEAT_SECONDS = 5.0  # how often a batch tells the sweep it is alive (SEND_STALL_SECONDS is far longer)
 CAP_SET = "budget cap set"  # a batch that reserved its whole claim ends; the next reserves group by group
+CLAIM_RELEASED = "claim released"  # the sweep took a silent batch's claims: it stops (webapp.services.batches)
+DATABASE_DOWN = (OperationalError, InterfaceError)  # the connection is gone (a restart, a crash, the network)
 
 
 @dataclass(frozen=True)
@@ -199,16 +202,21 @@ def claim(campaign_id: int, token: str, limit: int, now: datetime) -> list:
         .returning(_message.c.id, _message.c.phone, _message.c.text, _message.c.reference,
                    _message.c.estimated_cost, _message.c.attempts)
     ).all()
+    if rows:  # the batch's heartbeat row commits with its claim
+        batches.begin(token, campaign_id, now)
     _relax_commit()
     db.session.commit()
     return sorted(rows, key=lambda row: row.id)
 
 
 def release(token: str, ids: list[int] | None = None, not_before: datetime | None = None) -> int:
-    """Give back claimed rows that were not marked in flight (nothing was posted for them)."""
+    """Give back claimed rows that were not marked in flight (nothing was posted for them); without ids,
+    all of them and the batch's heartbeat row: the batch is over."""
     statement = update(_message).where(_message.c.claim_token == token, _message.c.status == MessageStatus.CREATED)
     if ids is not None:
         statement = statement.where(_message.c.id.in_(ids))
+    else:
+        batches.end(token)
     values = {"claim_token": None, "claimed_at": None}
     if not_before is not None:
         values["not_before"] = not_before
@@ -255,6 +263,7 @@ def send_batch(campaign_id: int, *, client: MultitelClient | None = None, limite
                  clock())
     if not rows:
         return BatchReport(stopped="nothing due")
+    context.heartbeat = batches.Heartbeat(token, campaign_id)
     spend = _Spend(campaign_id, sum(row.estimated_cost for row in rows), clock())
     totals = dict(claimed=len(rows), posted=0, accepted=0, held=0, opted_out=0)
     stopped, next_in = None, None
@@ -263,10 +272,27 @@ def send_batch(campaign_id: int, *, client: MultitelClient | None = None, limite
             stopped, next_in = _pipeline(context, token, rows, pool, totals, spend) or (None, None)
     finally:
         # Rows still claimed were never marked in flight: give them back now rather than at the sweep.
-        db.session.rollback()
-        release(token)
+        when_reachable(lambda: release(token), context.heartbeat.release_deadline())
         spend.close(clock())
     return BatchReport(**totals, stopped=stopped, next_in=next_in)
+
+
+def when_reachable(write, deadline: float) -> None:
+    """Run `write` (which commits), retried with backoff while the database is unreachable (a restart
+    takes seconds), until `deadline` (monotonic): past it the sweep does the same, the batch's heartbeat
+    having stopped (its claims released, its rows in flight made unknown)."""
+    delay = 0.1
+    while True:
+        try:
+            db.session.rollback()
+            write()
+            return
+        except DATABASE_DOWN:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.info("the database is unreachable; the batch's last writes are retried in %.1f s", delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
 
 def claim_size(batch_size: int, concurrency: int, per_second: float) -> int:
@@ -289,6 +315,7 @@ class _Context:
     client: MultitelClient
     limiter: RateLimiter
     clock: object
+    heartbeat: batches.Heartbeat | None = None  # set once the batch has claimed rows
 
 
 class _Spend:
@@ -422,6 +449,9 @@ def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecuto
 
     try:
         while on_wire or (waiting and stop is None):
+            if context.heartbeat.due() and not context.heartbeat.beat(context.clock()) and stop is None:
+                stop = (CLAIM_RELEASED, None)  # what is on the wire is still recorded: by reference and token
+                continue
             free = concurrency - on_wire
             if waiting and stop is None and (free >= refill_at or not on_wire):
                 group = [waiting.popleft() for _ in range(min(free, len(waiting)))]
@@ -454,9 +484,12 @@ def _pipeline(context: _Context, token: str, rows: list, pool: ThreadPoolExecuto
         while on_wire > 0 and time.monotonic() < deadline:
             with contextlib.suppress(Exception):
                 collect(1.0)
-        if finished:
-            with contextlib.suppress(Exception):  # else the sweep makes them unknown: never resent blindly
-                record()
+            with contextlib.suppress(Exception):  # still alive (if the database answers): keep the claims
+                if context.heartbeat.due():
+                    context.heartbeat.beat(context.clock())
+        if finished:  # retried while the database restarts; else the sweep makes them unknown, never resent
+            with contextlib.suppress(Exception):
+                when_reachable(record, context.heartbeat.release_deadline())
         raise
     return stop
 
@@ -482,6 +515,8 @@ def _prepare(context: _Context, token: str, group: list, totals: dict,
         "b_ids": [row.id for row in rows], "b_token": token, "b_campaign_id": context.campaign_id,
         "b_team_id": context.team_id, "b_now": context.clock()}).scalars())
     db.session.commit()
+    if marked:
+        context.heartbeat.has_posted()
     if len(marked) < len(rows):
         unmarked = [row for row in rows if row.id not in marked]
         spend.unmarked(sum(row.estimated_cost for row in unmarked))
@@ -732,12 +767,15 @@ class Recovery:
     started: list[int] | None = None  # scheduled campaigns whose time had come
 
 
-def recover(now: datetime | None = None) -> Recovery:
+def recover(now: datetime | None = None, queue_idle: bool = False) -> Recovery:
     """Carry every campaign on from the database after a dead worker, a lost Redis or a restart.
 
     Safe to run at any time and twice: a row in flight longer than any POST can take becomes UNKNOWN
-    (never CREATED: it may have reached the provider), a claim older than any job can live is
-    released (nothing was posted), and campaigns with work due and no recent batch get new jobs.
+    (never CREATED: it may have reached the provider), the claims of a batch whose heartbeat stopped
+    (or older than any job can live) are released (nothing was posted for them), and campaigns with
+    work due and no live batch get new jobs once silent for SEND_STALL_SECONDS (with `queue_idle`, as
+    `campaigns reconcile` asks, at once: the operator knows no batch is queued; likewise, once, when its
+    last batch ended on a Redis error, which its chain of batches did not survive).
     """
     config = current_app.config
     now = now or utcnow()
@@ -757,6 +795,7 @@ def recover(now: datetime | None = None) -> Recovery:
                               Message.claimed_at < claim_limit)
         .values(claim_token=None, claimed_at=None)
     ).rowcount
+    released += batches.release_gone(now)
     db.session.commit()
 
     started = []
@@ -777,7 +816,8 @@ def recover(now: datetime | None = None) -> Recovery:
                 restarted.append(campaign.id)
             continue
         due, _later, in_flight = next_due(campaign.id, now)
-        if due and (campaign.heartbeat_at is None or campaign.heartbeat_at <= quiet_since):
+        silent = queue_idle or campaign.heartbeat_at is None or campaign.heartbeat_at <= quiet_since
+        if due and not batches.live(campaign.id, now) and (silent or batches.lost_to_redis(campaign.id)):
             campaign_states.enqueue_batches(campaign.id)
             restarted.append(campaign.id)
         elif not due and not in_flight and campaign_states.complete_if_done(campaign.id):

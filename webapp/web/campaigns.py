@@ -20,7 +20,7 @@ from webapp.models import (
     SenderNumber,
     utcnow,
 )
-from webapp.services import audience, campaign_states, campaigns, compose, progress, tallies, test_sends
+from webapp.services import audience, batches, campaign_states, campaigns, compose, progress, tallies, test_sends
 from webapp.services.disk import NOTHING_SAVED, DiskFull
 from webapp.services.teams import team_credentials
 from webapp.tally_triggers import BUCKETS
@@ -460,6 +460,7 @@ def _status_context(campaign: Campaign) -> dict:
         "overdue_minutes": overdue_after // 60, "count_cap": progress.COUNT_CAP,
         "audit": audit, "poll_seconds": _poll_seconds(campaign, figures), "currency": current_user.team.currency,
         "final": campaign.status in FINAL,
+        "waiting": batches.waiting(campaign, utcnow()),
         # Before the audience is frozen there are no rows to add up: the review's estimate stands in.
         "summary": audience.latest_summary(campaign) if campaign.prepared_at is None else None,
     }
