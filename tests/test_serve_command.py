@@ -79,7 +79,7 @@ def test_serve_migrates_then_runs_gunicorn(tmp_path, redis_url):
 
 @pytest.mark.slow
 def test_serve_only_callbacks_takes_callbacks_and_serves_no_pages(app_config, tmp_path, redis_url):
-    """`serve` with SERVE_ONLY=callbacks runs gunicorn answering the provider's webhooks and /healthz, and 404 for pages."""
+    """`serve` with SERVE_ONLY=callbacks answers the provider's webhooks and /healthz, and 404 for pages."""
     from flask_migrate import upgrade
 
     from tests.factories import make_team
