@@ -79,7 +79,7 @@ def test_serve_migrates_then_runs_gunicorn(tmp_path, redis_url):
 
 @pytest.mark.slow
 def test_serve_only_callbacks_takes_callbacks_and_serves_no_pages(app_config, tmp_path, redis_url):
-    """`serve --only callbacks` runs gunicorn answering the provider's webhooks and /healthz, and 404 for pages."""
+    """`serve` with SERVE_ONLY=callbacks answers the provider's webhooks and /healthz, and 404 for pages."""
     from flask_migrate import upgrade
 
     from tests.factories import make_team
@@ -98,8 +98,8 @@ def test_serve_only_callbacks_takes_callbacks_and_serves_no_pages(app_config, tm
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = _production_env(tmp_path, redis_url, SECRET_KEY=PRODUCTION_KEY, DATABASE_URL=database_url,
-                          REDIS_URL=redis_url, PUBLIC_BASE_URL="https://sms.example.com")
-    process = subprocess.Popen([CAMPAIGNS, "serve", "--only", "callbacks", "--bind", f"127.0.0.1:{port}",
+                          REDIS_URL=redis_url, PUBLIC_BASE_URL="https://sms.example.com", SERVE_ONLY="callbacks")
+    process = subprocess.Popen([CAMPAIGNS, "serve", "--bind", f"127.0.0.1:{port}",
                                 "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -125,6 +125,8 @@ def test_serve_only_callbacks_takes_callbacks_and_serves_no_pages(app_config, tm
             output = process.communicate()[0]
     assert process.returncode == 0, output
     assert "Running upgrade" not in output  # it left the schema to the dashboard's deploy
+    assert f"/callbacks/multitel/{team_id}/…" in output  # the access log shows the callback, not its secret
+    assert callback_token not in output and inbound_token not in output
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(ProviderCallback)) == 1
         assert db.session.scalar(db.select(db.func.count()).select_from(InboundMessage)) == 1

@@ -216,7 +216,7 @@ def recount_command(campaign_ids: tuple[int, ...]):
 @click.command("serve")
 @click.option("--bind", default=lambda: os.environ.get("BIND", "0.0.0.0:8000"), show_default="0.0.0.0:8000")
 @click.option("--workers", default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")), show_default="2")
-@click.option("--only", type=click.Choice(["callbacks"]), default=None,
+@click.option("--only", type=click.Choice(["callbacks"]), default=lambda: os.environ.get("SERVE_ONLY") or None,
               help="Serve only the provider's callbacks (/callbacks/) and /healthz, on processes of their own "
                    "behind the same URL, so a deploy of the dashboard never refuses one. Applies no migrations.")
 @with_appcontext
@@ -229,7 +229,8 @@ def serve_command(bind: str, workers: int, only: str | None):
     db.engine.dispose()  # don't hand open connections to gunicorn's forked workers
     os.environ["SERVE_ONLY"] = only or ""  # read by create_app in each gunicorn worker
     argv = ["gunicorn", "--bind", bind, "--workers", str(workers), "--worker-class", "gthread",
-            "--threads", "4", "--access-logfile", "-", "webapp:create_app()"]
+            "--threads", "4", "--access-logfile", "-",
+            "--logger-class", "webapp.access_log.TokenMaskingLogger", "webapp:create_app()"]
     os.execvp(argv[0], argv)
 
 

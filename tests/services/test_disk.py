@@ -248,3 +248,10 @@ def test_no_room_errors_are_told_apart(tmp_path):
     assert not disk.is_no_room(FileNotFoundError(disk.errno.ENOENT, "gone"))
     with pytest.raises(FileNotFoundError):
         disk.write_new_file(tmp_path / "missing" / "file.csv", [b"x"])
+
+
+def test_a_cause_chain_that_loops_ends():
+    """An error that is its own cause (`raise e from e`) is not a full disk, and asking doesn't loop forever."""
+    error = ValueError("looped")
+    error.__cause__ = error
+    assert not disk.is_no_room(error)

@@ -17,7 +17,7 @@ def _chart(span: timedelta, posted: int = 7, zone: str = "UTC") -> charts.Chart:
     return charts.cumulative_chart(rows, SERIES, START, START + span, ZoneInfo(zone))
 
 
-@pytest.mark.parametrize(("posted", "labels"), [(1, ["1 messages"]), (7, ["5", "10 messages"]),
+@pytest.mark.parametrize(("posted", "labels"), [(1, ["1 message"]), (7, ["5", "10 messages"]),
                                                 (10, ["5", "10 messages"]), (1234, ["500", "1,000", "1,500 messages"])])
 def test_counts_are_labelled_on_round_gridlines_up_to_the_top(posted, labels):
     chart = _chart(timedelta(minutes=30), posted)

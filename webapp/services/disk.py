@@ -18,6 +18,7 @@ NOTHING_SAVED = "The server's disk is full; nothing was saved."
 IMPORT_STOPPED = "The server's disk is full; the import stopped there."  # for a job that met it mid-way
 SQLITE_FULL = 13  # "database or disk is full"
 POSTGRES_DISK_FULL = "53100"
+MAX_CAUSES = 10  # how deep is_no_room follows the chain of causes
 
 
 class DiskFull(Exception):  # noqa: N818 - named for what happened, like FileNotFoundError
@@ -30,7 +31,9 @@ class DiskFull(Exception):  # noqa: N818 - named for what happened, like FileNot
 
 def is_no_room(error: BaseException | None) -> bool:
     """True for a full disk met by a file write, or by the database (SQLite beside the uploads, or PostgreSQL)."""
-    while error is not None:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen and len(seen) < MAX_CAUSES:  # `raise e from e` loops
+        seen.add(id(error))
         if isinstance(error, DiskFull) or (isinstance(error, OSError) and error.errno in NO_ROOM):
             return True
         if getattr(error, "sqlite_errorcode", None) == SQLITE_FULL or getattr(error, "sqlstate", None) == \

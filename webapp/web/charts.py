@@ -89,7 +89,8 @@ def cumulative_chart(rows: list[tuple], series: tuple[tuple[str, int, str], ...]
     for name, column, css in series:
         points = [point(start, 0)] + [point(moment, values[column]) for moment, values in cumulated]
         lines.append(Line(name, css, " ".join(points), totals[column]))
-    counts = [Tick(round(y(value), 1), f"{value:,}" + (" messages" if value == top else ""))
+    unit = " message" if top == 1 else " messages"
+    counts = [Tick(round(y(value), 1), f"{value:,}" + (unit if value == top else ""))
               for value in range(step, top + 1, step)]
     return Chart(lines, top, start, end, counts, _time_ticks(start, end, zone or ZoneInfo("UTC")))
 
