@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 ACTIVE = (CampaignStatus.SENDING, CampaignStatus.PAUSED)
 SEND_QUEUE = "sends"
+RESERVE_TRIES = 100  # reservations another worker made between our reading and our guarded UPDATE
+HALF_UNIT = Decimal("0.000005")  # half the last place of Campaign.reserved_cost and budget_cap (5 decimals)
 
 
 class CampaignProblem(ValueError):
@@ -344,23 +346,41 @@ def resend_unconfirmed(campaign_id: int, user_id: int | None, now: datetime | No
 # --- budget ----------------------------------------------------------------------------------------
 
 
-def reserve_budget(campaign_id: int, amount: Decimal) -> bool:
-    """Reserve the estimated cost of messages about to be posted; pauses the campaign at the cap.
+def reserve_budget(campaign_id: int, costs: list[Decimal]) -> int:
+    """Reserve the estimated cost of as many of the next messages, in order, as fit under the cap; how many.
 
-    One guarded UPDATE, so workers posting at once can't pass the cap together.
+    One guarded UPDATE, read again and retried when another worker reserved in between, so workers
+    posting at once never pass the cap together and the last messages that fit are still sent. It does
+    not commit: the caller's in-flight mark commits with it, so whoever finds the cap reached and pauses
+    (pause_at_budget_cap) sees every reservation together with its mark, never one without the other.
     """
-    reserved = db.session.execute(
-        update(Campaign).where(
-            Campaign.id == campaign_id,
-            Campaign.budget_cap.is_(None) | (Campaign.reserved_cost + amount <= Campaign.budget_cap))
-        .values(reserved_cost=Campaign.reserved_cost + amount)
-    ).rowcount
-    db.session.commit()
-    if not reserved:
-        cap = db.session.scalar(select(Campaign.budget_cap).where(Campaign.id == campaign_id))
-        pause(campaign_id, None, f"The budget cap of {cap} would be passed by the next messages. "
-                                 "Raise the cap and resume, or cancel.")
-    return bool(reserved)
+    for _ in range(RESERVE_TRIES):  # each retry follows another worker's reservation
+        cap, reserved = db.session.execute(
+            select(Campaign.budget_cap, Campaign.reserved_cost).where(Campaign.id == campaign_id)).one()
+        fit, amount = 0, Decimal(0)
+        for cost in costs:
+            if cap is not None and reserved + amount + cost > cap:
+                break
+            fit, amount = fit + 1, amount + cost
+        if not fit:
+            return 0
+        if db.session.execute(
+            update(Campaign).where(
+                Campaign.id == campaign_id,
+                # Half the column's last place: SQLite adds these figures as floats, whose 0.24 + 0.015
+                # can exceed 0.255; PostgreSQL's exact numerics are unaffected.
+                Campaign.budget_cap.is_(None) | (Campaign.reserved_cost + amount <= Campaign.budget_cap + HALF_UNIT))
+            .values(reserved_cost=Campaign.reserved_cost + amount)
+        ).rowcount:
+            return fit
+    return 0  # contended beyond reason: pausing a message early is the safe side
+
+
+def pause_at_budget_cap(campaign_id: int) -> bool:
+    """The next message would pass the cap: pause, saying so (every message that fitted was marked first)."""
+    cap = db.session.scalar(select(Campaign.budget_cap).where(Campaign.id == campaign_id))
+    return pause(campaign_id, None, f"The budget cap of {cap} would be passed by the next messages. "
+                                    "Raise the cap and resume, or cancel.")
 
 
 def window_of(campaign: Campaign) -> Window:

@@ -321,15 +321,16 @@ class _Context:
 class _Spend:
     """A batch's part of the campaign's reserved spend, which the budget cap is checked against.
 
-    With a cap, each group reserves its estimated cost just before its in-flight mark
-    (campaign_states.reserve_budget: one guarded UPDATE, so workers together can't pass the cap), and
-    the campaign pauses exactly where the next messages would pass it. Without one, the batch reserves
-    everything it claimed at once and gives back at its end what it did not post, so a cap set later
-    starts from the right figure; if a cap appears meanwhile, the in-flight mark refuses and the batch
-    ends (the next one reserves group by group). A batch killed mid-way leaves its unposted reservation
-    counted: a later cap would pause early, never late. What replies change (a message not sent after
-    all, a billed cost other than the estimate) is written at once when it raises the spend or under a
-    cap, else with the heartbeat the sweep watches, every HEARTBEAT_SECONDS.
+    With a cap, each group reserves the estimated cost of the rows that fit, in its in-flight mark's
+    transaction (campaign_states.reserve_budget: a guarded UPDATE, so workers together can't pass the
+    cap); those rows are posted, and the campaign pauses exactly where the next message would pass it.
+    Without one, the batch reserves everything it claimed at once and gives back at its end what it did
+    not post, so a cap set later starts from the right figure; if a cap appears meanwhile, the in-flight
+    mark refuses and the batch ends (the next one reserves group by group). A batch killed mid-way
+    leaves its unposted reservation counted: a later cap would pause early, never late. What replies
+    change (a message not sent after all, a billed cost other than the estimate) is written at once when
+    it raises the spend or under a cap, else with the heartbeat the sweep watches, every
+    HEARTBEAT_SECONDS.
     """
 
     def __init__(self, campaign_id: int, claimed_cost: Decimal, now: datetime):
@@ -346,20 +347,24 @@ class _Spend:
         self.pending = Decimal(0)  # changes to the reserved spend not yet written
         self.written = time.monotonic()
 
-    def reserve(self, cost: Decimal) -> bool:
-        """Before marking in flight: False when the cap would be passed (the campaign is then paused)."""
+    def reserve(self, costs: list[Decimal]) -> int:
+        """Before marking in flight: how many of these rows, in order, fit under the cap (all without one).
+
+        Under a cap the reservation is written in the caller's transaction, which the in-flight mark
+        commits (campaign_states.reserve_budget)."""
         if self.whole:
-            self.unposted -= cost
-            return True
-        _relax_commit()  # reserve_budget commits; the in-flight mark's commit flushes it
-        return campaign_states.reserve_budget(self.campaign_id, cost)
+            self.unposted -= sum(costs, Decimal(0))
+            return len(costs)
+        return campaign_states.reserve_budget(self.campaign_id, costs)
 
     def unmarked(self, cost: Decimal) -> None:
-        """Reserved for rows that were not marked in flight after all."""
+        """Reserved for rows that were not marked in flight after all; under a cap, given back in the mark's
+        transaction, so another worker never pauses at a cap that only these rows filled."""
         if self.whole:
             self.unposted += cost
-        else:
-            self.pending -= cost
+        elif cost:
+            db.session.execute(update(_campaign).where(_campaign.c.id == self.campaign_id)
+                               .values(reserved_cost=_campaign.c.reserved_cost - cost))
 
     @contextlib.contextmanager
     def settling(self, change: Decimal, now: datetime, force: bool = False):
@@ -509,18 +514,21 @@ def _prepare(context: _Context, token: str, group: list, totals: dict,
     if not granted:
         return [], stop
     rows = rows[:granted]
-    if not spend.reserve(sum(row.estimated_cost for row in rows)):
-        return [], ("budget cap", None)
+    fit = spend.reserve([row.estimated_cost for row in rows])
+    if fit < len(rows):  # the messages that fit go; the campaign pauses once they are marked
+        rows, stop = rows[:fit], ("budget cap", None)
     marked = set(db.session.execute(_MARK_IN_FLIGHT[spend.whole, _is_postgresql()], {
         "b_ids": [row.id for row in rows], "b_token": token, "b_campaign_id": context.campaign_id,
-        "b_team_id": context.team_id, "b_now": context.clock()}).scalars())
-    db.session.commit()
+        "b_team_id": context.team_id, "b_now": context.clock()}).scalars()) if rows else set()
+    unmarked = [row for row in rows if row.id not in marked]
+    spend.unmarked(sum((row.estimated_cost for row in unmarked), Decimal(0)))
+    db.session.commit()  # the reservation, the mark and what was given back, together
     if marked:
         context.heartbeat.has_posted()
-    if len(marked) < len(rows):
-        unmarked = [row for row in rows if row.id not in marked]
-        spend.unmarked(sum(row.estimated_cost for row in unmarked))
+    if unmarked:
         stop = _not_marked(context, token, unmarked, totals, spend) or stop
+    if stop is not None and stop[0] == "budget cap":
+        campaign_states.pause_at_budget_cap(context.campaign_id)
     return [row for row in rows if row.id in marked], stop
 
 
