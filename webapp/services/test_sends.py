@@ -127,8 +127,8 @@ def reserve(team_id: int, campaign_id: int, messages: list[Message], limits: Lim
     transaction that has read into a writer once another process wrote meanwhile).
     """
     cost = sum((message.estimated_cost for message in messages), Decimal(0))
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(select(Team.id).where(Team.id == team_id).with_for_update(key_share=True))
+    # SQLite has no row locks (FOR UPDATE compiles to nothing there); its one writer at a time serialises this.
+    db.session.execute(select(Team.id).where(Team.id == team_id).with_for_update(key_share=True))
     reserved = db.session.execute(update(Campaign).where(
         Campaign.id == campaign_id,
         Campaign.budget_cap.is_(None) | (Campaign.reserved_cost + cost <= Campaign.budget_cap))
